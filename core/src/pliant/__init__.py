@@ -1,0 +1,73 @@
+"""pliant: an elastic, fault-tolerant launcher for PyTorch distributed training.
+
+Everything public is importable from here. Heavy parts (the plugin manager,
+the agent) load on first use, so a worker that imports :func:`record` pays
+for little more than this file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from pliant.agent import (
+        LocalElasticAgent,
+        ProcessFailure,
+        RunResult,
+        Worker,
+        WorkerGroup,
+        WorkerSpec,
+        WorkerState,
+    )
+    from pliant.errorfile import record
+    from pliant.errors import ConfigError, PliantError, PluginError, UsageError
+    from pliant.hookspecs import PROJECT, hookimpl, hookspec
+    from pliant.plugins import PluginManager
+    from pliant.registrations import (
+        EventBackend,
+        MetricBackend,
+        Registration,
+        RendezvousBackend,
+        TimerBackend,
+    )
+    from pliant.settings import Setting
+
+_LAZY = {
+    "LocalElasticAgent": "pliant.agent",
+    "ProcessFailure": "pliant.agent",
+    "RunResult": "pliant.agent",
+    "Worker": "pliant.agent",
+    "WorkerGroup": "pliant.agent",
+    "WorkerSpec": "pliant.agent",
+    "WorkerState": "pliant.agent",
+    "record": "pliant.errorfile",
+    "ConfigError": "pliant.errors",
+    "PliantError": "pliant.errors",
+    "PluginError": "pliant.errors",
+    "UsageError": "pliant.errors",
+    "PROJECT": "pliant.hookspecs",
+    "hookimpl": "pliant.hookspecs",
+    "hookspec": "pliant.hookspecs",
+    "PluginManager": "pliant.plugins",
+    "EventBackend": "pliant.registrations",
+    "MetricBackend": "pliant.registrations",
+    "Registration": "pliant.registrations",
+    "RendezvousBackend": "pliant.registrations",
+    "TimerBackend": "pliant.registrations",
+    "Setting": "pliant.settings",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pliant' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,27 @@
+"""The elastic agent: what runs on each node and keeps its workers running."""
+
+from __future__ import annotations
+
+from pliant.agent.api import (
+    ProcessFailure,
+    RunResult,
+    Std,
+    Worker,
+    WorkerGroup,
+    WorkerSpec,
+    WorkerState,
+)
+from pliant.agent.local import DEFAULT_SIGNALS, LocalElasticAgent, SignalException
+
+__all__ = [
+    "DEFAULT_SIGNALS",
+    "LocalElasticAgent",
+    "ProcessFailure",
+    "RunResult",
+    "SignalException",
+    "Std",
+    "Worker",
+    "WorkerGroup",
+    "WorkerSpec",
+    "WorkerState",
+]

@@ -1,0 +1,451 @@
+"""The local elastic agent: rendezvous, spawn, watch, stop, restart, report.
+
+One attempt is: join a rendezvous round, derive the ranks, start the
+workers, then sleep in one selector until something happens (a worker
+exits, a worker writes output, a signal arrives). A failure stops the whole
+group and, while the restart budget lasts, starts the next attempt with a
+fresh rendezvous point and fresh per-attempt log files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pliant import events, metrics
+from pliant.agent.api import (
+    ProcessFailure,
+    RunResult,
+    WorkerGroup,
+    WorkerSpec,
+    WorkerState,
+    std_for,
+)
+from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
+from pliant.agent.processes import WorkerProcess, signal_tree
+from pliant.errorfile import ERROR_FILE_ENV, read_error_file
+from pliant.rendezvous.api import RendezvousInfo
+
+__all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
+
+log = logging.getLogger("pliant.agent")
+
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+class SignalException(Exception):
+    """The agent received a signal it handles; its workers were stopped."""
+
+    def __init__(self, msg: str, sigval: signal.Signals) -> None:
+        super().__init__(msg)
+        self.sigval = sigval
+
+
+@dataclass
+class _Attempt:
+    """The processes, output routes and files of one attempt."""
+
+    number: int
+    directory: str
+    procs: list[WorkerProcess] = field(default_factory=list)
+    routes: list[StreamRoute] = field(default_factory=list)
+    failures: dict[int, ProcessFailure] = field(default_factory=dict)
+    stopping: bool = False
+
+
+class LocalElasticAgent:
+    """Runs ``spec.local_world_size`` workers on this node and keeps them running.
+
+    ``run()`` returns a :class:`~pliant.agent.api.RunResult`: succeeded once
+    every worker exited 0, failed when a worker failed and no restart is left.
+    A handled signal stops the workers and raises :class:`SignalException`.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        start_method: str = "spawn",
+        exit_barrier_timeout: float = 300.0,
+        signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
+        console: tuple[BinaryIO, BinaryIO] | None = None,
+    ) -> None:
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"start_method {start_method!r} is not supported: a forked worker would inherit "
+                "the agent's state; use 'spawn' (or 'forkserver', which pliant treats the same)")
+        self._spec = spec
+        self._start_method = start_method
+        self._exit_barrier_timeout = exit_barrier_timeout
+        self._signals = tuple(signals_to_handle)
+        self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
+        self._worker_group = WorkerGroup(spec)
+        self._remaining_restarts = spec.max_restarts
+        self._restart_count = 0
+        self._hostname = socket.gethostname()
+        self._run_dir = ""
+        self._keep_run_dir = spec.log_dir is not None
+        self._selector: selectors.BaseSelector | None = None
+        self._attempt: _Attempt | None = None
+        self._signal_received: list[signal.Signals] = []
+        self._wake_r, self._wake_w = -1, -1
+
+    def get_worker_group(self, role: str = "default") -> WorkerGroup:
+        return self._worker_group
+
+    @property
+    def run_dir(self) -> str:
+        """Where this run's per-attempt files live (a temporary one without ``log_dir``)."""
+        return self._run_dir
+
+    # -- the run -----------------------------------------------------------------
+
+    def run(self, role: str = "default") -> RunResult:
+        spec = self._spec
+        assert spec.rdzv_handler is not None
+        run_id = spec.rdzv_handler.get_run_id()
+        if spec.log_dir is not None:
+            os.makedirs(spec.log_dir, exist_ok=True)
+            self._run_dir = tempfile.mkdtemp(prefix=f"{run_id}_", dir=spec.log_dir)
+        else:
+            self._run_dir = tempfile.mkdtemp(prefix=f"pliant-{run_id}-")
+            self._keep_run_dir = bool(spec.redirects or spec.tee)
+        if self._keep_run_dir:
+            log.info("worker logs: %s", self._run_dir)
+        self._selector = selectors.DefaultSelector()
+        try:
+            with self._signals_handled():
+                return self._invoke_run()
+        finally:
+            if self._attempt is not None:
+                self._stop(self._attempt, signal.SIGTERM)
+            self._selector.close()
+            if not self._keep_run_dir:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _invoke_run(self) -> RunResult:
+        spec = self._spec
+        attempt_number = 0
+        while True:
+            info = self._rendezvous()
+            attempt = self._start_workers(info, attempt_number)
+            attempt_number += 1
+            outcome = self._monitor(attempt)
+            if outcome == WorkerState.SUCCEEDED:
+                self._close_attempt(attempt)
+                self._worker_group.state = WorkerState.SUCCEEDED
+                self._emit("run_succeeded")
+                return RunResult(WorkerState.SUCCEEDED, self._return_values(attempt),
+                                 restart_count=self._restart_count)
+            self._stop(attempt, signal.SIGTERM)
+            if outcome == WorkerState.UNHEALTHY:  # membership change: not a failure
+                continue
+            if self._remaining_restarts > 0:
+                self._remaining_restarts -= 1
+                self._restart_count += 1
+                root = min(attempt.failures.values(), key=lambda f: f.timestamp)
+                log.info("[%s] worker group failed (rank %d %s); restarting, attempt %d of %d",
+                         spec.role, root.global_rank, root.message.splitlines()[0][:200],
+                         self._restart_count + 1, spec.max_restarts + 1)
+                self._emit("restart", reason=root.message[:500], failed_rank=root.global_rank)
+                metrics.put_metric("restarts", 1, "pliant.agent")
+                continue
+            self._worker_group.state = WorkerState.FAILED
+            self._emit("run_failed")
+            return RunResult(WorkerState.FAILED, failures=attempt.failures,
+                             restart_count=self._restart_count)
+
+    # -- rendezvous and start ----------------------------------------------------------
+
+    def _rendezvous(self) -> RendezvousInfo:
+        spec = self._spec
+        assert spec.rdzv_handler is not None
+        start = time.perf_counter()
+        info = spec.rdzv_handler.next_rendezvous()
+        group = self._worker_group
+        group.group_rank, group.group_world_size = info.rank, info.world_size
+        group.master_addr, group.master_port = info.master_addr, info.master_port
+        group.store = info.store
+        # Every node runs local_world_size workers: ranks are node-major.
+        world = info.world_size * spec.local_world_size
+        for worker in group.workers:
+            worker.global_rank = info.rank * spec.local_world_size + worker.local_rank
+            worker.role_rank = worker.global_rank
+            worker.world_size = worker.role_world_size = world
+        metrics.put_metric("rendezvous.duration.ms", (time.perf_counter() - start) * 1000,
+                           "pliant.agent")
+        return info
+
+    def _worker_env(self, worker_rank: int, attempt_dir: str) -> dict[str, str]:
+        spec = self._spec
+        group = self._worker_group
+        worker = group.workers[worker_rank]
+        assert spec.rdzv_handler is not None
+        env = dict(os.environ)
+        if spec.local_world_size > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = "1"
+        env.update({
+            "LOCAL_RANK": str(worker.local_rank),
+            "RANK": str(worker.global_rank),
+            "GROUP_RANK": str(group.group_rank),
+            "ROLE_RANK": str(worker.role_rank),
+            "ROLE_NAME": spec.role,
+            "LOCAL_WORLD_SIZE": str(spec.local_world_size),
+            "WORLD_SIZE": str(worker.world_size),
+            "GROUP_WORLD_SIZE": str(group.group_world_size),
+            "ROLE_WORLD_SIZE": str(worker.role_world_size),
+            "MASTER_ADDR": str(group.master_addr),
+            "MASTER_PORT": str(group.master_port),
+            "TORCHELASTIC_RESTART_COUNT": str(self._restart_count),
+            "TORCHELASTIC_MAX_RESTARTS": str(spec.max_restarts),
+            "TORCHELASTIC_RUN_ID": spec.rdzv_handler.get_run_id(),
+            "TORCHELASTIC_USE_AGENT_STORE": str(spec.rdzv_handler.use_agent_store),
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING": os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING",
+                                                              "1"),
+            ERROR_FILE_ENV: os.path.join(attempt_dir, "error.json"),
+            "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
+        })
+        env.update(spec.env)
+        return env
+
+    def _argv(self) -> list[str]:
+        entrypoint = self._spec.entrypoint
+        if isinstance(entrypoint, str):
+            return [entrypoint, *map(str, self._spec.args)]
+        # A function: pickle it once per run, by reference, with spawn's preparation data.
+        path = os.path.join(self._run_dir, "entrypoint.pkl")
+        if not os.path.exists(path):
+            import multiprocessing.spawn
+
+            with open(path, "wb") as f:
+                pickle.dump(multiprocessing.spawn.get_preparation_data("pliant-worker"), f)
+                pickle.dump((entrypoint, self._spec.args), f)
+        return [sys.executable, "-u", "-m", "pliant._bootstrap", "function", path]
+
+    def _start_workers(self, info: RendezvousInfo, number: int) -> _Attempt:
+        spec = self._spec
+        assert self._selector is not None
+        attempt = _Attempt(number, os.path.join(self._run_dir, f"attempt_{number}"))
+        self._attempt = attempt
+        argv = self._argv()
+        for worker in self._worker_group.workers:
+            rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
+            os.makedirs(rank_dir)
+            prefix = f"[{info.rank}:{worker.global_rank}] ".encode()
+            shown = not spec.local_ranks_filter or worker.local_rank in spec.local_ranks_filter
+            redirects = std_for(spec.redirects, worker.local_rank)
+            tee = std_for(spec.tee, worker.local_rank)
+            out, err = (
+                route_stream(stream, redirects, tee, shown, console,
+                             os.path.join(rank_dir, name), prefix)
+                for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
+                                              (STDERR, self._console[1], "stderr.log"))
+            )
+            proc = WorkerProcess(argv, self._worker_env(worker.local_rank, rank_dir),
+                                 out.child, err.child)
+            for route, pipe in ((out, proc.popen.stdout), (err, proc.popen.stderr)):
+                route.attach(pipe)
+                if route.file is not None and route.pipe_fd is None:
+                    route.file.close()  # the worker holds its own copy
+                    route.file = None
+                if route.pipe_fd is not None:
+                    self._selector.register(route.pipe_fd, selectors.EVENT_READ, route)
+                attempt.routes.append(route)
+            worker.id = proc.pid
+            attempt.procs.append(proc)
+            self._selector.register(proc.exit_fd, selectors.EVENT_READ, worker.local_rank)
+        self._worker_group.state = WorkerState.HEALTHY
+        self._emit("workers_started", attempt=number)
+        return attempt
+
+    # -- monitoring ---------------------------------------------------------------
+
+    def _monitor(self, attempt: _Attempt) -> WorkerState:
+        """Sleep until the group succeeds, a worker fails, or nodes wait to join."""
+        spec = self._spec
+        assert self._selector is not None and spec.rdzv_handler is not None
+        poll = spec.rdzv_handler.polls_membership
+        running = len(attempt.procs)
+        while True:
+            for key, _ in self._selector.select(spec.monitor_interval if poll else None):
+                data = key.data
+                if isinstance(data, StreamRoute):
+                    if not data.pump():
+                        self._selector.unregister(key.fd)
+                elif data is None:  # the signal pipe
+                    self._on_signal()
+                else:
+                    self._selector.unregister(key.fd)
+                    running -= 1
+                    self._on_exit(attempt, data)
+            if attempt.failures:
+                # A sibling that failed on its own in the same instant is a failure too,
+                # not a worker this agent stopped.
+                for proc, worker in zip(attempt.procs, self._worker_group.workers, strict=True):
+                    if proc.returncode is None and proc.poll() is not None:
+                        self._selector.unregister(proc.exit_fd)
+                        self._on_exit(attempt, worker.local_rank)
+                self._worker_group.state = WorkerState.FAILED
+                return WorkerState.FAILED
+            if running == 0:
+                return WorkerState.SUCCEEDED
+            if poll and spec.rdzv_handler.num_nodes_waiting() > 0:
+                log.info("[%s] new nodes are waiting; restarting the group to admit them",
+                         spec.role)
+                return WorkerState.UNHEALTHY
+
+    def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
+        proc = attempt.procs[local_rank]
+        code = proc.reap()
+        now = time.time()
+        worker = self._worker_group.workers[local_rank]
+        if code == 0 or attempt.stopping:
+            return
+        failure = ProcessFailure(
+            local_rank=local_rank,
+            global_rank=worker.global_rank,
+            pid=proc.pid,
+            exitcode=code,
+            hostname=self._hostname,
+            timestamp=now,
+            error_file=os.path.join(attempt.directory, str(local_rank), "error.json"),
+            restart_count=self._restart_count,
+        )
+        failure.error_file_data = read_error_file(failure.error_file)
+        attempt.failures[worker.global_rank] = failure
+        self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
+                   signal=failure.signal, message=failure.message[:500])
+
+    def _return_values(self, attempt: _Attempt) -> dict[int, Any]:
+        values: dict[int, Any] = {}
+        for worker in self._worker_group.workers:
+            path = os.path.join(attempt.directory, str(worker.local_rank), "return.pkl")
+            value = None
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    value = pickle.load(f)
+            values[worker.global_rank] = value
+        return values
+
+    # -- stopping -----------------------------------------------------------------
+
+    def _stop(self, attempt: _Attempt, sig: int) -> None:
+        """Signal every live worker's tree, wait up to ``shutdown_timeout``, then SIGKILL."""
+        if attempt.stopping and not any(p.returncode is None for p in attempt.procs):
+            self._close_attempt(attempt)
+            return
+        assert self._selector is not None
+        attempt.stopping = True
+        for proc in attempt.procs:
+            proc.send(sig)
+        deadline = time.monotonic() + self._spec.shutdown_timeout
+        waiting = {p.exit_fd for p in attempt.procs if p.returncode is None}
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for key, _ in self._selector.select(left):
+                if isinstance(key.data, StreamRoute):
+                    if not key.data.pump():
+                        self._selector.unregister(key.fd)
+                elif key.data is None:
+                    self._read_wake()  # a second signal while stopping: keep stopping
+                else:
+                    self._selector.unregister(key.fd)
+                    waiting.discard(key.fd)
+                    attempt.procs[key.data].reap()
+        for proc in attempt.procs:
+            if proc.returncode is None:
+                log.warning("worker pid %d ignored signal %d for %.1fs; sending SIGKILL",
+                            proc.pid, sig, self._spec.shutdown_timeout)
+                proc.send(signal.SIGKILL)
+                proc.reap()
+            signal_tree(proc.pid, signal.SIGKILL)  # what the worker left behind in its group
+        self._close_attempt(attempt)
+        self._worker_group.state = WorkerState.STOPPED
+
+    def _close_attempt(self, attempt: _Attempt) -> None:
+        assert self._selector is not None
+        for route in attempt.routes:
+            route.drain()
+            if route.pipe_fd is not None and route.pipe_fd in self._selector.get_map():
+                self._selector.unregister(route.pipe_fd)
+            route.close()
+        for proc in attempt.procs:
+            if proc.exit_fd in self._selector.get_map():
+                self._selector.unregister(proc.exit_fd)
+            proc.close()
+        attempt.routes.clear()
+        if self._attempt is attempt:
+            self._attempt = None
+
+    # -- signals --------------------------------------------------------------------
+
+    @contextmanager
+    def _signals_handled(self) -> Iterator[None]:
+        import threading
+
+        assert self._selector is not None
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may install signal handlers
+            return
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        previous = {sig: signal.signal(sig, self._handle_signal) for sig in self._signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        self._signal_received.append(signal.Signals(signum))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _read_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 512)
+        except BlockingIOError:
+            pass
+
+    def _on_signal(self) -> None:
+        self._read_wake()
+        if not self._signal_received:
+            return
+        sig = self._signal_received[0]
+        log.info("received %s; forwarding it to the workers and stopping", sig.name)
+        if self._attempt is not None:
+            self._stop(self._attempt, sig)
+        raise SignalException(f"agent received {sig.name}", sig)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _emit(self, name: str, **metadata: events.EventMetadataValue) -> None:
+        if not events.get_handlers():
+            return
+        spec = self._spec
+        assert spec.rdzv_handler is not None
+        md: dict[str, events.EventMetadataValue] = {
+            "run_id": spec.rdzv_handler.get_run_id(),
+            "node": self._hostname,
+            "group_rank": self._worker_group.group_rank,
+            "role": spec.role,
+            "restart_count": self._restart_count,
+        }
+        md.update(metadata)
+        events.record(events.Event(name=f"pliant.agent.{name}",
+                                   source=events.EventSource.AGENT, metadata=md))

@@ -1,0 +1,100 @@
+"""Worker output: to the console with a ``[node:rank]`` prefix, to per-attempt files, or both.
+
+torchrun's ``--redirects`` sends a stream to its file only, ``--tee`` to both,
+``--local-ranks-filter`` limits what reaches the console. A stream that goes
+only to a file is handed to the worker as that file; one that reaches the
+console goes through a pipe the agent reads, so every line gets its prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import IO, BinaryIO
+
+__all__ = ["StreamRoute", "route_stream"]
+
+STDOUT, STDERR = 1, 2
+
+
+class StreamRoute:
+    """Where one worker stream goes; ``child`` is what the worker's fd becomes."""
+
+    def __init__(self, console: BinaryIO | None, file: IO[bytes] | None, prefix: bytes) -> None:
+        self.console = console
+        self.file = file
+        self.prefix = prefix
+        self._partial = b""
+        self.pipe_fd: int | None = None
+        self.child: int | IO[bytes]
+        if console is not None:
+            self.child = subprocess.PIPE
+        elif file is not None:
+            self.child = file
+        else:
+            self.child = subprocess.DEVNULL
+
+    def attach(self, pipe: IO[bytes] | None) -> None:
+        """Take the read end of the worker's pipe (when the route needed one)."""
+        if pipe is not None:
+            self.pipe_fd = pipe.fileno()
+            os.set_blocking(self.pipe_fd, False)
+            self._pipe = pipe
+
+    def _read(self) -> bytes | None:
+        """The pipe's next chunk; b"" at end of stream, None when it is empty for now."""
+        assert self.pipe_fd is not None
+        try:
+            return os.read(self.pipe_fd, 1 << 16)
+        except BlockingIOError:
+            return None
+
+    def pump(self) -> bool:
+        """Move what the pipe holds; False at end of stream."""
+        data = self._read()
+        if data is None:
+            return True
+        if not data:
+            self._flush_partial()
+            return False
+        self._write(data)
+        return True
+
+    def drain(self) -> None:
+        """Move what is left without waiting (the worker's children may keep the pipe open)."""
+        while self.pipe_fd is not None and (data := self._read()):
+            self._write(data)
+        self._flush_partial()
+
+    def _write(self, data: bytes) -> None:
+        if self.file is not None:
+            self.file.write(data)
+            self.file.flush()
+        if self.console is not None:
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            if lines:
+                self.console.write(b"".join(self.prefix + line + b"\n" for line in lines))
+                self.console.flush()
+
+    def _flush_partial(self) -> None:
+        if self._partial and self.console is not None:
+            self.console.write(self.prefix + self._partial + b"\n")
+            self.console.flush()
+        self._partial = b""
+
+    def close(self) -> None:
+        if self.pipe_fd is not None:
+            self._pipe.close()
+            self.pipe_fd = None
+        if self.file is not None:
+            self.file.close()
+
+
+def route_stream(stream: int, redirects: int, tee: int, show_on_console: bool,
+                 console: BinaryIO, log_path: str | None, prefix: bytes) -> StreamRoute:
+    """Decide where ``stream`` (STDOUT or STDERR) of one worker goes."""
+    to_file = bool((redirects | tee) & stream) and log_path is not None
+    to_console = show_on_console and (not (redirects & stream) or bool(tee & stream))
+    file = open(log_path, "wb") if to_file and log_path else None  # noqa: SIM115
+    return StreamRoute(console if to_console else None, file, prefix)

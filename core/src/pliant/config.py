@@ -1,0 +1,287 @@
+"""Configuration: every option, the four sources it can come from, and which wins.
+
+From lowest to highest precedence:
+
+1. the defaults in :data:`CORE_SETTINGS`;
+2. a config file: ``--config FILE`` (or ``PLIANT_CONFIG``), else ``./pliant.toml``,
+   else ``[tool.pliant]`` in ``./pyproject.toml``;
+3. environment variables ``PLIANT_<NAME>``, then torchrun's ``PET_<NAME>``;
+4. command-line flags.
+
+Each resolved value remembers its source, so an error (and ``pliant config``)
+can say exactly where a value came from. Plugin settings use the same
+:class:`~pliant.settings.Setting` schema and :func:`parse_plugin_conf`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pliant.errors import ConfigError
+from pliant.settings import (
+    Setting,
+    parse_bool,
+    parse_choice,
+    parse_float,
+    parse_int,
+    parse_kv,
+    parse_list,
+    parse_nnodes,
+    parse_nproc,
+    parse_port,
+    parse_signals,
+    parse_std,
+    parse_str,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["CORE_SETTINGS", "Config", "Value", "load", "parse_plugin_conf"]
+
+
+def _optional(parser: Any) -> Any:
+    def parse(value: Any) -> Any:
+        return None if value is None or value == "" else parser(value)
+
+    return parse
+
+
+def _ranks(value: Any) -> tuple[int, ...]:
+    items = parse_list(value)
+    try:
+        return tuple(int(item) for item in items)
+    except ValueError:
+        raise ValueError("expected comma-separated local ranks, e.g. 0 or 0,3") from None
+
+
+CORE_SETTINGS: tuple[Setting, ...] = (
+    Setting("nnodes", parse_nnodes, (1, 1), "Number of nodes, or MIN:MAX for an elastic job.",
+            metavar="N|MIN:MAX"),
+    Setting("nproc_per_node", parse_nproc, 1,
+            "Workers per node: an integer, or cpu, gpu or auto.", metavar="N|cpu|gpu|auto"),
+    Setting("rdzv_backend", parse_str, "static",
+            "Rendezvous backend (a plugin name); one node with no --rdzv-* flag uses 'embedded'.",
+            metavar="NAME"),
+    Setting("rdzv_endpoint", parse_str, "", "Rendezvous endpoint, host[:port].",
+            metavar="HOST[:PORT]"),
+    Setting("rdzv_id", parse_str, "none", "The job's run id, shared by all its nodes.",
+            metavar="ID"),
+    Setting("rdzv_conf", parse_kv, {}, "Rendezvous backend settings, key=value,...",
+            metavar="K=V,..."),
+    Setting("standalone", parse_bool, False,
+            "Single-node job on the embedded rendezvous: no server, no setup.", is_flag=True),
+    Setting("max_restarts", parse_int(minimum=0), 0,
+            "How many times the worker group may be restarted after a failure.", metavar="N"),
+    Setting("monitor_interval", parse_float(minimum=0.0), 0.1,
+            "Accepted for torchrun compatibility: pliant is notified of exits, it does not poll.",
+            metavar="SECONDS"),
+    Setting("start_method", parse_choice("spawn", "fork", "forkserver"), "spawn",
+            "How function entrypoints start (spawn or forkserver; both start a fresh "
+            "interpreter).", metavar="METHOD"),
+    Setting("role", parse_str, "default", "The workers' role name.", metavar="ROLE"),
+    Setting("module", parse_bool, False,
+            "Run the script argument as a Python module, like python -m.", short=("-m",),
+            is_flag=True),
+    Setting("no_python", parse_bool, False,
+            "Run the script argument as an executable, without python.", is_flag=True),
+    Setting("run_path", parse_bool, False,
+            "Run the script with runpy.run_path in a spawned worker.", is_flag=True),
+    Setting("log_dir", _optional(parse_str), None,
+            "Directory for per-attempt, per-rank log files.", metavar="DIR"),
+    Setting("redirects", parse_std, 0,
+            "Send worker output to files only: 0 none, 1 stdout, 2 stderr, 3 both, or "
+            "rank:level,...", short=("-r",), metavar="LEVEL"),
+    Setting("tee", parse_std, 0, "Send worker output to files and the console (as -r).",
+            short=("-t",), metavar="LEVEL"),
+    Setting("local_ranks_filter", _ranks, (),
+            "Show only these local ranks on the console, e.g. 0 or 0,2.", metavar="RANKS"),
+    Setting("node_rank", parse_int(minimum=0), 0, "This node's rank, for static rendezvous.",
+            metavar="N"),
+    Setting("master_addr", parse_str, "127.0.0.1", "Address workers use to reach rank 0.",
+            metavar="ADDR"),
+    Setting("master_port", _optional(parse_port), None,
+            "Port workers use to reach rank 0; default: a free port, fresh each attempt.",
+            metavar="PORT"),
+    Setting("local_addr", _optional(parse_str), None, "This node's address.", metavar="ADDR"),
+    Setting("signals_to_handle", parse_signals,
+            (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT),
+            "Signals the agent forwards to its workers before it exits.", metavar="SIG,..."),
+    Setting("shutdown_timeout", parse_float(minimum=0.0), 30.0,
+            "Seconds between SIGTERM and SIGKILL when workers are stopped.", metavar="SECONDS"),
+    Setting("metrics", parse_list, ("null",), "Metric handlers (plugin names).",
+            metavar="NAME,..."),
+    Setting("events", parse_list, ("null",), "Event handlers (plugin names).",
+            metavar="NAME,..."),
+    Setting("timer", parse_str, "null", "Timer backend (a plugin name).", metavar="NAME"),
+    Setting("metrics_conf", parse_kv, {}, "Metric handler settings, handler.key=value,...",
+            metavar="K=V,..."),
+    Setting("events_conf", parse_kv, {}, "Event handler settings, handler.key=value,...",
+            metavar="K=V,..."),
+    Setting("timer_conf", parse_kv, {}, "Timer backend settings, key=value,...",
+            metavar="K=V,..."),
+    Setting("disable_plugins", parse_list, (), "Plugins (entry-point names) not to load.",
+            metavar="NAME,..."),
+    Setting("no_plugins", parse_bool, False,
+            "Load no plugins from entry points; only pliant-core's built-ins.", is_flag=True),
+    Setting("debug", parse_bool, False, "Show tracebacks and debug logs.", is_flag=True),
+)
+
+_BY_NAME = {setting.name: setting for setting in CORE_SETTINGS}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved value, the raw text or TOML value it came from, and its source."""
+
+    value: Any
+    raw: Any
+    source: str
+
+
+class Config:
+    """The effective configuration: one :class:`Value` per core setting."""
+
+    def __init__(self, values: Mapping[str, Value], file: Path | None = None) -> None:
+        self._values = dict(values)
+        self.file = file
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name].value
+
+    def source(self, name: str) -> str:
+        return self._values[name].source
+
+    def is_set(self, name: str) -> bool:
+        """True when the value came from a file, the environment or a flag."""
+        return self._values[name].source != "default"
+
+    def items(self) -> list[tuple[str, Value]]:
+        return list(self._values.items())
+
+    def raw(self, name: str) -> Any:
+        return self._values[name].raw
+
+
+def _parse(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        shown = "<hidden>" if setting.secret else repr(raw)
+        raise ConfigError(f"invalid {setting.name} {shown} (from {source}): {exc}") from None
+
+
+def _unknown_key(key: str, known: Sequence[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(sorted(known))
+    return ConfigError(f"unknown key {key!r} in {where}; {hint}")
+
+
+def read_config_file(path: Path, source: str) -> tuple[dict[str, Any], str]:
+    """Read a config file; returns its pliant table and how to name it in messages.
+
+    A file named ``pyproject.toml`` contributes its ``[tool.pliant]`` table;
+    any other file is a pliant.toml whose top level is the table.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file '{path}' (from {source}): "
+                          f"{exc.strerror or exc}; fix the path or the file's permissions") \
+            from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file '{path}' (from {source}) is not valid TOML: {exc}") \
+            from None
+    if path.name == "pyproject.toml":
+        table = data.get("tool", {}).get("pliant", {})
+        return dict(table), f"{path} [tool.pliant]"
+    return data, str(path)
+
+
+def find_config_file(explicit: tuple[str, str] | None, cwd: Path) -> tuple[Path, str] | None:
+    """The config file to read: the explicit one, else ./pliant.toml, else ./pyproject.toml."""
+    if explicit is not None:
+        return Path(explicit[0]), explicit[1]
+    if (cwd / "pliant.toml").is_file():
+        return cwd / "pliant.toml", "found in the working directory"
+    pyproject = cwd / "pyproject.toml"
+    try:
+        has_table = "[tool.pliant" in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        has_table = False
+    return (pyproject, "found in the working directory") if has_table else None
+
+
+def load(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    cwd: Path,
+    explicit_file: tuple[str, str] | None = None,
+) -> Config:
+    """Resolve every core setting from defaults, file, environment and flags.
+
+    ``flags`` maps setting names to the raw values given on the command line;
+    ``explicit_file`` is ``(path, source)`` from ``--config`` or ``PLIANT_CONFIG``.
+    """
+    values = {s.name: Value(s.default, None, "default") for s in CORE_SETTINGS}
+
+    found = find_config_file(explicit_file, cwd)
+    file_path = None
+    if found is not None:
+        file_path, how = found
+        table, where = read_config_file(file_path, how)
+        for key, raw in table.items():
+            name = key.replace("-", "_")
+            if name not in _BY_NAME:
+                raise _unknown_key(key, list(_BY_NAME), where)
+            source = f"{where} key {key!r}"
+            values[name] = Value(_parse(_BY_NAME[name], raw, source), raw, source)
+
+    for setting in CORE_SETTINGS:
+        upper = setting.name.upper()
+        for var in (f"PLIANT_{upper}", f"PET_{upper}", *setting.env_aliases):
+            if var in env:
+                source = f"env {var}"
+                raw = env[var]
+                values[setting.name] = Value(_parse(setting, raw, source), raw, source)
+                break
+
+    for name, raw in flags.items():
+        setting = _BY_NAME[name]
+        source = f"flag {setting.flag}"
+        values[name] = Value(_parse(setting, raw, source), raw, source)
+
+    return Config(values, file_path)
+
+
+def parse_plugin_conf(
+    conf: Mapping[str, str],
+    settings: Sequence[Setting],
+    owner: str,
+    source: str,
+) -> dict[str, Any]:
+    """Validate a plugin's ``key=value`` settings against the schema it declared.
+
+    Missing keys take their defaults; an unknown key suggests the close match.
+    """
+    by_name = {s.name: s for s in settings}
+    result = {s.name: s.default for s in settings}
+    for key, raw in conf.items():
+        name = key.replace("-", "_")
+        if name not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"{owner} accepts: {known}"
+            raise ConfigError(f"unknown setting {key!r} for {owner} (from {source}); {hint}")
+        result[name] = _parse(by_name[name], raw, f"{source}, key {key!r}")
+    return result

@@ -1,0 +1,73 @@
+"""Worker error files: how a worker's exception reaches the agent's report.
+
+The format is torch's, so ``torch.distributed.elastic.multiprocessing.errors.record``
+and :func:`pliant.record` are interchangeable: both write JSON to the path in
+``TORCHELASTIC_ERROR_FILE``, and the agent reads either.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["ERROR_FILE_ENV", "read_error_file", "record", "write_error_file"]
+
+ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def write_error_file(exc: BaseException, tb: Any = None, path: str | None = None) -> None:
+    """Write ``exc`` to the error file, unless one was written already (first error wins)."""
+    path = path or os.environ.get(ERROR_FILE_ENV)
+    if not path or os.path.exists(path):
+        return
+    stack = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+    data = {
+        "message": {
+            "message": f"{type(exc).__name__}: {exc}",
+            "extraInfo": {"py_callstack": stack, "timestamp": str(int(time.time()))},
+        }
+    }
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    except OSError:
+        pass  # reporting must never turn one error into two
+
+
+def read_error_file(path: str) -> dict[str, Any] | None:
+    """The parsed error file, or None when the worker wrote none (or garbage)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def record(fn: F) -> F:
+    """Decorate a worker's entrypoint so its exception reaches the agent's report.
+
+    Like torch's ``@record``: the exception is written to
+    ``TORCHELASTIC_ERROR_FILE`` and raised again.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                write_error_file(exc)
+            raise
+        except BaseException as exc:
+            write_error_file(exc)
+            raise
+
+    return wrapper  # type: ignore[return-value]

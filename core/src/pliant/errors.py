@@ -1,0 +1,26 @@
+"""The errors pliant shows to a user.
+
+Every :class:`PliantError` is a mistake the user can fix, so the CLI prints its
+message alone, without a traceback (unless ``--debug`` or ``PLIANT_DEBUG=1``).
+A message names the offending value, where it came from and what would fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "PliantError", "PluginError", "UsageError"]
+
+
+class PliantError(Exception):
+    """Base class of the errors a user can fix; the CLI shows only the message."""
+
+
+class ConfigError(PliantError):
+    """A configuration value, file or key is wrong."""
+
+
+class PluginError(PliantError):
+    """A plugin is missing, broken, duplicated or misbehaving."""
+
+
+class UsageError(PliantError):
+    """The command line asks for something that cannot run (a missing script, say)."""

@@ -1,0 +1,71 @@
+"""The hooks a pliant plugin implements.
+
+A plugin is a module named by an entry point in the ``pliant`` group. It
+implements any of the four registration hooks below with ``@pliant.hookimpl``;
+each hook returns the backends the plugin provides. pliant calls every
+implementation (none of these stops at the first result) and refuses two
+providers of one name.
+
+Example, from ``pliant-null``::
+
+    from pliant import hookimpl, MetricBackend
+
+    @hookimpl
+    def pliant_metric_handlers():
+        return [MetricBackend(name="null", factory=NullMetricHandler.from_settings)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pluggy
+
+from pliant.registrations import EventBackend, MetricBackend, RendezvousBackend, TimerBackend
+
+#: The one name shared by the pluggy project, the entry-point group and the hook prefix.
+PROJECT = "pliant"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+
+@hookspec
+def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:  # type: ignore[empty-body]
+    """Return the rendezvous backends this plugin provides.
+
+    Called once, when pliant first needs a rendezvous backend. A backend is
+    selected by ``--rdzv-backend NAME`` (or ``rdzv_backend`` in a config file,
+    or ``PLIANT_RDZV_BACKEND``); its factory then receives the
+    :class:`~pliant.rendezvous.RendezvousParameters` with the validated
+    ``--rdzv-conf`` settings in ``params.config``.
+    """
+
+
+@hookspec
+def pliant_metric_handlers() -> Sequence[MetricBackend]:  # type: ignore[empty-body]
+    """Return the metric handlers this plugin provides.
+
+    Selected with ``--metrics NAME[,NAME]``; each factory receives its
+    validated settings and returns a :class:`pliant.metrics.MetricHandler`.
+    """
+
+
+@hookspec
+def pliant_event_handlers() -> Sequence[EventBackend]:  # type: ignore[empty-body]
+    """Return the event handlers this plugin provides.
+
+    Selected with ``--events NAME[,NAME]``; each factory receives its
+    validated settings and returns a :class:`pliant.events.EventHandler`.
+    """
+
+
+@hookspec
+def pliant_timer_backends() -> Sequence[TimerBackend]:  # type: ignore[empty-body]
+    """Return the timer (hang detection) backends this plugin provides.
+
+    Selected with ``--timer NAME``; the factory receives its validated
+    settings and returns a :class:`pliant.timer.TimerServer`.
+    """

@@ -1,0 +1,280 @@
+"""Plugin discovery, the registry of backends, and selection by name.
+
+Entry points in the ``pliant`` group are loaded one at a time, each in its own
+``try``: a broken plugin is recorded with its error and the others still work
+(pluggy's own loader stops at the first failure). pliant-core's built-in
+backends are registered through the very same hooks, so they look exactly
+like a third-party plugin's.
+
+Selection answers an unknown name with what was asked for, where the request
+came from, the names available and the package to install; it refuses a name
+that two plugins provide, naming both distributions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from pliant import __version__, hookspecs
+from pliant.config import parse_plugin_conf
+from pliant.errors import PliantError, PluginError
+from pliant.registrations import (
+    EventBackend,
+    MetricBackend,
+    Registration,
+    RendezvousBackend,
+    TimerBackend,
+)
+
+__all__ = ["KINDS", "Kind", "PluginInfo", "PluginManager", "Selected"]
+
+#: Where a backend name that is not installed can be found.
+_PACKAGE_FOR = {
+    "c10d": "pliant-c10d",
+    "static": "pliant-c10d",
+    "etcd": "pliant-etcd",
+    "etcd-v2": "pliant-etcd",
+    "cloudwatch": "pliant-cloudwatch",
+    "null": "pliant-null",
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One of the four kinds of backend, and the hook that registers it."""
+
+    key: str
+    hook: str
+    type: type[Registration]
+
+    @property
+    def label(self) -> str:
+        return self.type.kind
+
+
+KINDS: dict[str, Kind] = {
+    "rendezvous": Kind("rendezvous", "pliant_rendezvous_backends", RendezvousBackend),
+    "metrics": Kind("metrics", "pliant_metric_handlers", MetricBackend),
+    "events": Kind("events", "pliant_event_handlers", EventBackend),
+    "timer": Kind("timer", "pliant_timer_backends", TimerBackend),
+}
+
+
+@dataclass
+class PluginInfo:
+    """What ``pliant plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.distribution} {self.version})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "hooks": self.hooks,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Selected:
+    """A backend chosen by name, with its validated settings, ready to build."""
+
+    registration: Registration
+    plugin: PluginInfo
+    settings: dict[str, Any]
+
+    def create(self, *args: Any) -> Any:
+        """Call the factory; a plugin that raises becomes a PluginError naming it."""
+        reg = self.registration
+        try:
+            return reg.factory(*args) if args else reg.factory(self.settings)
+        except PliantError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{reg.kind} {reg.name!r} from plugin {self.plugin.label} failed "
+                              f"to start: {type(exc).__name__}: {exc}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PluginManager:
+    """Loads the plugins once and answers which backends exist and which one to use.
+
+    ``disabled`` names entry points not to load; ``no_plugins`` loads none
+    (pliant-core's built-ins stay). ``disabled_by`` says where that choice
+    came from, for messages.
+    """
+
+    def __init__(
+        self,
+        disabled: Iterable[str] = (),
+        no_plugins: bool = False,
+        disabled_by: str = "",
+        entry_points: Sequence[importlib.metadata.EntryPoint] | None = None,
+    ) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._infos: dict[str, PluginInfo] = {}
+        self._by_plugin: dict[int, PluginInfo] = {}
+        self._cache: dict[str, dict[str, list[tuple[Registration, PluginInfo]]]] = {}
+        self.no_plugins = no_plugins
+        self.disabled_by = disabled_by
+
+        from pliant import _builtin
+
+        self._register(_builtin, PluginInfo("builtin", "pliant-core", __version__, _builtin.__name__))
+        if entry_points is None:
+            entry_points = list(importlib.metadata.entry_points(group=hookspecs.PROJECT))
+        skip = set(disabled)
+        for ep in entry_points:
+            self._load(ep, skip)
+
+    # -- loading ---------------------------------------------------------------
+
+    def _load(self, ep: importlib.metadata.EntryPoint, skip: set[str]) -> None:
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            name=ep.name,
+            distribution=dist.name if dist is not None else "?",
+            version=dist.version if dist is not None else "?",
+            module=ep.value,
+        )
+        if ep.name in self._infos:
+            other = self._infos[ep.name]
+            info.status, info.error = "failed", (
+                f"entry point name {ep.name!r} is also used by {other.label}; "
+                "one of the two distributions must be uninstalled or disable one by name")
+            self._infos[f"{ep.name}#{info.distribution}"] = info
+            return
+        self._infos[ep.name] = info
+        if self.no_plugins or ep.name in skip:
+            info.status = "disabled"
+            info.error = f"disabled by {self.disabled_by or 'configuration'}"
+            return
+        try:
+            module = ep.load()
+        except BaseException as exc:  # a plugin's import may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            info.status, info.error = "failed", f"import failed: {_describe(exc)}"
+            return
+        self._register(module, info)
+
+    def _register(self, module: Any, info: PluginInfo) -> None:
+        self._infos.setdefault(info.name, info)
+        try:
+            self._pm.register(module, name=info.name)
+        except Exception as exc:
+            info.status, info.error = "failed", f"invalid hooks: {_describe(exc)}"
+            return
+        callers = self._pm.get_hookcallers(module) or []
+        unknown = [c.name for c in callers if not c.has_spec()]
+        if unknown:
+            self._pm.unregister(module)
+            info.status = "failed"
+            info.error = ("implements unknown hook(s) " + ", ".join(unknown) + "; known hooks: "
+                          + ", ".join(k.hook for k in KINDS.values()))
+            return
+        info.hooks = sorted(c.name for c in callers)
+        self._by_plugin[id(module)] = info
+        self._pm.check_pending()
+
+    # -- querying --------------------------------------------------------------
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen, loaded or not; calling the hooks first records their failures."""
+        for kind in KINDS.values():
+            self.registrations(kind)
+        return list(self._infos.values())
+
+    def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration, PluginInfo]]]:
+        """Every backend of one kind, by name, with the plugin(s) providing it."""
+        if kind.key in self._cache:
+            return self._cache[kind.key]
+        found: dict[str, list[tuple[Registration, PluginInfo]]] = {}
+        hook = getattr(self._pm.hook, kind.hook)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            info = self._by_plugin[id(impl.plugin)]
+            try:
+                items = list(impl.function() or ())
+                for item in items:
+                    if not isinstance(item, kind.type):
+                        raise TypeError(f"{kind.hook} returned {item!r}, not a "
+                                        f"pliant.{kind.type.__name__}")
+            except Exception as exc:
+                info.status, info.error = "failed", f"{kind.hook} raised {_describe(exc)}"
+                continue
+            for item in items:
+                found.setdefault(item.name, []).append((item, info))
+        self._cache[kind.key] = found
+        return found
+
+    def select(
+        self,
+        kind_key: str,
+        name: str,
+        source: str,
+        conf: dict[str, str] | None = None,
+        conf_source: str = "",
+    ) -> Selected:
+        """The backend called ``name``, with ``conf`` validated against its settings."""
+        kind = KINDS[kind_key]
+        providers = self.registrations(kind).get(name, [])
+        if not providers:
+            raise PluginError(self._unknown(kind, name, source))
+        if len(providers) > 1:
+            names = " and ".join(f"{info.distribution} {info.version} (plugin {info.name!r})"
+                                 for _, info in providers)
+            raise PluginError(
+                f"{kind.label} {name!r} (from {source}) is provided twice, by {names}; "
+                f"uninstall one, or disable one with --disable-plugins NAME")
+        registration, info = providers[0]
+        owner = f"{kind.label} {name!r}"
+        settings = parse_plugin_conf(conf or {}, registration.settings, owner, conf_source)
+        return Selected(registration, info, settings)
+
+    def _unknown(self, kind: Kind, name: str, source: str) -> str:
+        available = sorted(self.registrations(kind))
+        lines = [f"unknown {kind.label} {name!r} (from {source}); "
+                 f"available: {', '.join(available) or 'none'}."]
+        package = _PACKAGE_FOR.get(name)
+        broken = [i for i in self._infos.values() if i.status == "failed"]
+        suspects = [i for i in broken if i.name == name or (package and i.distribution == package)]
+        for info in suspects:
+            lines.append(f"It would come from plugin {info.label}, which failed to load: "
+                         f"{info.error}")
+        disabled = [i for i in self._infos.values() if i.status == "disabled"]
+        if disabled:
+            lines.append("Disabled plugins (" + (self.disabled_by or "configuration") + "): "
+                         + ", ".join(i.label for i in disabled) + ".")
+        if not suspects:
+            if package:
+                lines.append(f"To use it, install it: pip install {package}")
+            else:
+                lines.append(f"To use it, install a plugin that provides {kind.label} {name!r}, "
+                             "or choose one of the available names.")
+        others = [i for i in broken if i not in suspects]
+        if others:
+            lines.append("Plugins that failed to load: "
+                         + "; ".join(f"{i.label}: {i.error}" for i in others))
+        return "\n".join(lines)

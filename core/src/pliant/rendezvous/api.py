@@ -1,0 +1,164 @@
+"""The rendezvous interface, as torch defines it, without importing torch.
+
+A rendezvous handler gathers the nodes of a job into a round and tells each
+node its rank, the world size, and where the workers of this round meet
+(``master_addr``/``master_port``). Backends are plugins: see
+:func:`pliant.rendezvous.create_handler`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from pliant.errors import PliantError
+
+__all__ = [
+    "RendezvousClosedError",
+    "RendezvousConnectionError",
+    "RendezvousError",
+    "RendezvousGracefulExitError",
+    "RendezvousHandler",
+    "RendezvousInfo",
+    "RendezvousParameters",
+    "RendezvousStateError",
+    "RendezvousTimeoutError",
+]
+
+
+class RendezvousError(PliantError):
+    """Base of the rendezvous errors."""
+
+
+class RendezvousClosedError(RendezvousError):
+    """The rendezvous is closed: the job is over."""
+
+
+class RendezvousTimeoutError(RendezvousError):
+    """A rendezvous round did not complete in time."""
+
+
+class RendezvousConnectionError(RendezvousError):
+    """The rendezvous backend (store, server) cannot be reached."""
+
+
+class RendezvousStateError(RendezvousError):
+    """The rendezvous state is corrupt or inconsistent."""
+
+
+class RendezvousGracefulExitError(RendezvousError):
+    """This node was asked to leave the job without an error."""
+
+
+@dataclass(frozen=True)
+class RendezvousInfo:
+    """One completed round, as seen by this node.
+
+    ``rank`` and ``world_size`` count nodes; ``master_addr`` and
+    ``master_port`` are where this round's workers meet (rank 0 listens there);
+    ``round`` numbers the rounds of the job.
+    """
+
+    rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    round: int = 0
+    store: Any = None
+
+
+class RendezvousParameters:
+    """What a backend factory receives: the job's shape and the backend's settings.
+
+    ``config`` holds ``--rdzv-conf`` (already validated against the backend's
+    declared settings when it came through ``pliant run``).
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        endpoint: str,
+        run_id: str,
+        min_nodes: int,
+        max_nodes: int,
+        local_addr: str | None = None,
+        **config: Any,
+    ) -> None:
+        if not backend:
+            raise ValueError("the rendezvous backend name must not be empty")
+        if min_nodes < 1 or max_nodes < min_nodes:
+            raise ValueError(f"min_nodes={min_nodes} and max_nodes={max_nodes} must satisfy "
+                             "1 <= min_nodes <= max_nodes")
+        self.backend = backend
+        self.endpoint = endpoint
+        self.run_id = run_id
+        self.min_nodes = min_nodes
+        self.max_nodes = max_nodes
+        self.local_addr = local_addr
+        self.config = config
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+    def get_as_bool(self, key: str, default: bool | None = None) -> bool | None:
+        value = self.get(key, default)
+        if value is None or isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "t", "yes", "y", "on"):
+            return True
+        if text in ("0", "false", "f", "no", "n", "off"):
+            return False
+        raise ValueError(f"rdzv-conf {key}={value!r} is not a valid boolean")
+
+    def get_as_int(self, key: str, default: int | None = None) -> int | None:
+        value = self.get(key, default)
+        return None if value is None else int(value)
+
+    def get_as_float(self, key: str, default: float | None = None) -> float | None:
+        value = self.get(key, default)
+        return None if value is None else float(value)
+
+
+class RendezvousHandler(ABC):
+    """The interface every rendezvous backend implements (torch's, unchanged)."""
+
+    #: Whether the agent must ask :meth:`num_nodes_waiting` every monitor
+    #: interval to notice new nodes. A backend that can never see a new node
+    #: (one node) sets this to False, and the agent then sleeps until a worker
+    #: exits or a signal arrives.
+    polls_membership: bool = True
+
+    @abstractmethod
+    def get_backend(self) -> str:
+        """The backend's name."""
+
+    @abstractmethod
+    def next_rendezvous(self) -> RendezvousInfo:
+        """Join the next round and block until it completes."""
+
+    @abstractmethod
+    def is_closed(self) -> bool:
+        """Whether the job is over."""
+
+    @abstractmethod
+    def set_closed(self) -> None:
+        """Mark the job as over: every node leaves at its next rendezvous."""
+
+    @abstractmethod
+    def num_nodes_waiting(self) -> int:
+        """Nodes that arrived after the current round and wait for the next."""
+
+    @abstractmethod
+    def get_run_id(self) -> str:
+        """The job's run id."""
+
+    def shutdown(self) -> bool:
+        """Release the backend's resources; True on success."""
+        return True
+
+    @property
+    def use_agent_store(self) -> bool:
+        """Whether workers share a store hosted by the agent (pliant's don't)."""
+        return False
