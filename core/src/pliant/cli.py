@@ -37,7 +37,9 @@ _RUN_SETTINGS = [s for s in config.CORE_SETTINGS]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}\nSee '{self.prog} --help' for the flags it takes.")
+        command = next((a for a in sys.argv[1:2] if a in ("run", "plugins", "config")), "")
+        prog = f"pliant {command}".strip() if self.prog == "pliant" else self.prog
+        raise UsageError(f"{message}\nSee '{prog} --help' for the flags it takes.")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:

@@ -194,13 +194,13 @@ def read_config_file(path: Path, source: str) -> tuple[dict[str, Any], str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file '{path}' (from {source}): "
+        raise ConfigError(f"cannot read config file '{path}' ({source}): "
                           f"{exc.strerror or exc}; fix the path or the file's permissions") \
             from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file '{path}' (from {source}) is not valid TOML: {exc}") \
+        raise ConfigError(f"config file '{path}' ({source}) is not valid TOML: {exc}") \
             from None
     if path.name == "pyproject.toml":
         table = data.get("tool", {}).get("pliant", {})
@@ -211,7 +211,7 @@ def read_config_file(path: Path, source: str) -> tuple[dict[str, Any], str]:
 def find_config_file(explicit: tuple[str, str] | None, cwd: Path) -> tuple[Path, str] | None:
     """The config file to read: the explicit one, else ./pliant.toml, else ./pyproject.toml."""
     if explicit is not None:
-        return Path(explicit[0]), explicit[1]
+        return Path(explicit[0]), f"from {explicit[1]}"
     if (cwd / "pliant.toml").is_file():
         return cwd / "pliant.toml", "found in the working directory"
     pyproject = cwd / "pyproject.toml"
