@@ -307,6 +307,9 @@ def _debug_requested(argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+            raise UsageError(f"pliant needs a command before {argv[0]!r}: to launch a script "
+                             f"as torchrun would, use 'pliant run {' '.join(argv[:3])} ...'")
         ns = _build_parser().parse_args(argv)
         if ns.command == "run":
             return _run(ns)
