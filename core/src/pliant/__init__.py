@@ -59,7 +59,31 @@ _LAZY = {
     "Setting": "pliant.settings",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "PROJECT",
+    "ConfigError",
+    "EventBackend",
+    "LocalElasticAgent",
+    "MetricBackend",
+    "PliantError",
+    "PluginError",
+    "PluginManager",
+    "ProcessFailure",
+    "Registration",
+    "RendezvousBackend",
+    "RunResult",
+    "Setting",
+    "TimerBackend",
+    "UsageError",
+    "Worker",
+    "WorkerGroup",
+    "WorkerSpec",
+    "WorkerState",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "record",
+]
 
 
 def __getattr__(name: str) -> Any:

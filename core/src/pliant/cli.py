@@ -252,7 +252,8 @@ def _plugins(ns: argparse.Namespace) -> int:
     rows += [(i.name, i.distribution, i.version, i.status, ",".join(i.hooks) or "-") for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[4])
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]))
     for info in infos:
         if info.error:
             print(f"\n{info.name}: {info.status}: {info.error}")

@@ -142,7 +142,8 @@ class PluginManager:
 
         from pliant import _builtin
 
-        self._register(_builtin, PluginInfo("builtin", "pliant-core", __version__, _builtin.__name__))
+        core = PluginInfo("builtin", "pliant-core", __version__, _builtin.__name__)
+        self._register(_builtin, core)
         if entry_points is None:
             entry_points = list(importlib.metadata.entry_points(group=hookspecs.PROJECT))
         skip = set(disabled)

@@ -157,7 +157,7 @@ class ProcessFailure:
     def message(self) -> str:
         """The worker's exception message, or how it exited."""
         msg = self._message_field("message")
-        if msg:
+        if isinstance(msg, str) and msg:
             return msg
         if self.signal:
             return f"killed by {self.signal}"
@@ -180,7 +180,8 @@ class ProcessFailure:
         return None
 
     def timestamp_iso(self) -> str:
-        return datetime.fromtimestamp(self.timestamp, timezone.utc).isoformat(timespec="milliseconds")
+        when = datetime.fromtimestamp(self.timestamp, timezone.utc)
+        return when.isoformat(timespec="milliseconds")
 
     def as_dict(self) -> dict[str, Any]:
         return {

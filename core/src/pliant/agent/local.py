@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -228,8 +228,10 @@ class LocalElasticAgent:
         if not os.path.exists(path):
             import multiprocessing.spawn
 
+            preparation = multiprocessing.spawn.get_preparation_data("pliant-worker")
+            preparation.pop("authkey", None)  # workers get no multiprocessing secret
             with open(path, "wb") as f:
-                pickle.dump(multiprocessing.spawn.get_preparation_data("pliant-worker"), f)
+                pickle.dump(preparation, f)
                 pickle.dump((entrypoint, self._spec.args), f)
         return [sys.executable, "-u", "-m", "pliant._bootstrap", "function", path]
 
@@ -411,16 +413,12 @@ class LocalElasticAgent:
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
         self._signal_received.append(signal.Signals(signum))
-        try:
+        with suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
 
     def _read_wake(self) -> None:
-        try:
+        with suppress(BlockingIOError):
             os.read(self._wake_r, 512)
-        except BlockingIOError:
-            pass
 
     def _on_signal(self) -> None:
         self._read_wake()

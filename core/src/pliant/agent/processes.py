@@ -9,6 +9,7 @@ the kernel has one, else a pipe written by a waiter thread. Nothing polls.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -35,10 +36,8 @@ def signal_tree(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 class WorkerProcess:
@@ -91,7 +90,5 @@ class WorkerProcess:
     def close(self) -> None:
         fds = [self.exit_fd] if self._waiter_pipe is None else list(self._waiter_pipe)
         for fd in fds:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
