@@ -38,3 +38,12 @@ def test_crash_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+def test_gloo_group_reforms_after_every_restart() -> None:
+    result = run_pliant("run", "--nproc-per-node", "2", "--max-restarts", "3",
+                        str(WORKERS / "gloo_restarts.py"), env={"FAIL_TIMES": "3"}, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for attempt in range(4):
+        for rank in (0, 1):
+            assert f"[0:{rank}] attempt {attempt} rank {rank} allreduce 3" in result.stdout

@@ -167,22 +167,39 @@ def _handler_conf(kind: str, names: Sequence[str], conf: dict[str, str], source:
     return per
 
 
-def _select_sinks(cfg: config.Config, pm: Any) -> tuple[list[Any], list[Any], Any]:
-    """Build the selected metric handlers, event handlers and timer backend."""
+def _selected_sinks(cfg: config.Config, pm: Any) -> list[tuple[str, str, Any]]:
+    """The chosen metric handlers, event handlers and timer, validated, not yet built.
+
+    Each entry is ``(kind, conf key prefix, Selected)``. A default name that no
+    installed plugin provides (``null`` with plugins disabled) is skipped: the
+    default asks for nothing; a name the user asked for must exist.
+    """
+    chosen = []
+    for kind in ("metrics", "events", "timer"):
+        names = list(cfg[kind]) if kind != "timer" else [cfg[kind]]
+        if not cfg.is_set(kind):
+            names = [name for name in names if pm.has(kind, name)]
+        conf_source = cfg.source(f"{kind}_conf")
+        if kind == "timer":
+            per = {name: cfg["timer_conf"] for name in names}
+        else:
+            per = _handler_conf(kind, names, cfg[f"{kind}_conf"], conf_source)
+        chosen += [(kind, "" if kind == "timer" else f"{name}.",
+                    pm.select(kind, name, cfg.source(kind), per[name], conf_source))
+                   for name in names]
+    return chosen
+
+
+def _build_sinks(cfg: config.Config, pm: Any) -> list[Any]:
+    """Configure the metric and event handlers; return the timer servers to start."""
     from pliant import events, metrics
 
-    built: dict[str, list[Any]] = {}
-    for kind in ("metrics", "events"):
-        names = list(cfg[kind])
-        conf_source = cfg.source(f"{kind}_conf")
-        per = _handler_conf(kind, names, cfg[f"{kind}_conf"], conf_source)
-        built[kind] = [pm.select(kind, name, cfg.source(kind), per[name], conf_source).create()
-                       for name in names]
+    built: dict[str, list[Any]] = {"metrics": [], "events": [], "timer": []}
+    for kind, _, selected in _selected_sinks(cfg, pm):
+        built[kind].append(selected.create())
     metrics.configure(built["metrics"])
     events.configure(built["events"])
-    timer = pm.select("timer", cfg["timer"], cfg.source("timer"), cfg["timer_conf"],
-                      cfg.source("timer_conf")).create()
-    return built["metrics"], built["events"], timer
+    return built["timer"]
 
 
 def _run(ns: argparse.Namespace) -> int:
@@ -199,7 +216,7 @@ def _run(ns: argparse.Namespace) -> int:
     backend, backend_source = _rdzv_backend(cfg)
     rdzv = pm.select("rendezvous", backend, backend_source, cfg["rdzv_conf"],
                      cfg.source("rdzv_conf"))
-    _, _, timer = _select_sinks(cfg, pm)
+    timers = _build_sinks(cfg, pm)
 
     run_id = cfg["rdzv_id"]
     if run_id == "none" and backend == "embedded":
@@ -225,13 +242,15 @@ def _run(ns: argparse.Namespace) -> int:
         shutdown_timeout=cfg["shutdown_timeout"],
     )
     agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"])
-    timer.start()
+    for timer in timers:
+        timer.start()
     try:
         result = agent.run()
     except SignalException as exc:
         return signal_exit_code(exc.sigval)
     finally:
-        timer.stop()
+        for timer in timers:
+            timer.stop()
         handler.shutdown()
     if result.is_failed():
         print(format_report(result, os.path.basename(ns.training_script), run_id), file=sys.stderr)
@@ -267,13 +286,18 @@ def _show_config(ns: argparse.Namespace) -> int:
         print(f"{name} = {_show(value.value)}  # {value.source}")
     pm = _plugin_manager(cfg)
     backend, source = _rdzv_backend(cfg)
-    rdzv = pm.select("rendezvous", backend, source, cfg["rdzv_conf"], cfg.source("rdzv_conf"))
-    print(f"# rendezvous backend {backend!r} ({source}), from {rdzv.plugin.label}")
-    for setting in rdzv.registration.settings:
-        given = setting.name in cfg["rdzv_conf"]
-        origin = cfg.source("rdzv_conf") if given else "default"
-        shown = "<hidden>" if setting.secret else _show(rdzv.settings[setting.name])
-        print(f"rdzv_conf.{setting.name} = {shown}  # {origin}")
+    selected = [("rdzv_conf", "", pm.select("rendezvous", backend, source, cfg["rdzv_conf"],
+                                            cfg.source("rdzv_conf")))]
+    selected += [(f"{kind}_conf", prefix, chosen)
+                 for kind, prefix, chosen in _selected_sinks(cfg, pm)]
+    for table, prefix, chosen in selected:
+        reg = chosen.registration
+        print(f"# {reg.kind} {reg.name!r}, from plugin {chosen.plugin.label}")
+        for setting in reg.settings:
+            key = prefix + setting.name
+            origin = cfg.source(table) if key in cfg[table] else "default"
+            shown = "<hidden>" if setting.secret else _show(chosen.settings[setting.name])
+            print(f"{table}.{key} = {shown}  # {origin}")
     return 0
 
 
@@ -301,8 +325,18 @@ def _debug_requested(argv: Sequence[str]) -> bool:
         env = parse_bool(os.environ.get("PLIANT_DEBUG", ""))
     except ValueError:
         env = False
-    script_at = next((i for i, a in enumerate(argv) if not a.startswith("-") and i > 0), len(argv))
-    return env or "--debug" in argv[:script_at]
+    # --debug counts among pliant's flags, not after the script: skip each flag's value.
+    takes_value = {"--config", *(name for s in config.CORE_SETTINGS if not s.is_flag
+                                 for name in (*s.short, s.flag, "--" + s.name))}
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--debug":
+            return True
+        if not word.startswith("-"):
+            break
+        if word in takes_value:
+            next(words, None)
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,14 +74,20 @@ class StreamRoute:
             lines = (self._partial + data).split(b"\n")
             self._partial = lines.pop()
             if lines:
-                self.console.write(b"".join(self.prefix + line + b"\n" for line in lines))
-                self.console.flush()
+                self._show(b"".join(self.prefix + line + b"\n" for line in lines))
 
     def _flush_partial(self) -> None:
         if self._partial and self.console is not None:
-            self.console.write(self.prefix + self._partial + b"\n")
-            self.console.flush()
+            self._show(self.prefix + self._partial + b"\n")
         self._partial = b""
+
+    def _show(self, text: bytes) -> None:
+        assert self.console is not None
+        try:
+            self.console.write(text)
+            self.console.flush()
+        except (OSError, ValueError):  # the console went away (`| head`): keep training
+            self.console = None
 
     def close(self) -> None:
         if self.pipe_fd is not None:
