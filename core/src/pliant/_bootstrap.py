@@ -1,4 +1,5 @@
-"""The first code a worker runs: ``python -u -m pliant._bootstrap MODE TARGET ARGS...``.
+"""The first code a worker runs: ``python -u -c "from pliant._bootstrap import main; main()"
+MODE TARGET ARGS...``.
 
 It makes the worker look exactly as if started with ``python -u script.py``
 (or ``python -m module``): same ``sys.argv``, ``sys.path[0]`` and ``__main__``.
@@ -6,26 +7,49 @@ Its only addition is an excepthook that writes an uncaught exception to the
 error file, so the agent can report the root cause even when the script does
 not use ``@record``. Modes: ``script``, ``module`` and ``function`` (a pickled
 callable, for function entrypoints; its return value is pickled back).
+
+Start-up time is restart time, so this module imports nearly nothing (not
+runpy, which pulls in typing): a script is compiled and run in a fresh
+``__main__`` module, as the interpreter itself does.
 """
 
 from __future__ import annotations
 
 import os
-import runpy
 import sys
-from types import TracebackType
 
-_OWN_FILES = (__file__, runpy.__file__, "<frozen runpy>")
+#: The launcher's command-line prefix; the agent appends MODE TARGET ARGS...
+COMMAND = ("-u", "-c", "from pliant._bootstrap import main; main()")
+
+_OWN_FILES = {__file__, "<string>", "<frozen runpy>"}
 
 
-def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    # Hide this module's and runpy's frames: the user's traceback starts in their code.
-    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
-        tb = tb.tb_next
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+    # Hide this module's frames: the user's traceback starts in their code.
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:  # type: ignore[attr-defined]
+        tb = tb.tb_next  # type: ignore[attr-defined]
     from pliant.errorfile import write_error_file
 
     write_error_file(exc, tb)
-    sys.__excepthook__(kind, exc, tb)
+    sys.__excepthook__(kind, exc, tb)  # type: ignore[arg-type]
+
+
+def _run_script(path: str) -> None:
+    from importlib.machinery import SourceFileLoader
+
+    main = type(sys)("__main__")
+    main.__dict__.update(
+        __file__=os.path.abspath(path),
+        __builtins__=sys.modules["builtins"],
+        __cached__=None,
+        __spec__=None,
+        __package__=None,
+        __loader__=SourceFileLoader("__main__", path),
+    )
+    sys.modules["__main__"] = main
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, main.__dict__)
 
 
 def _run_function(path: str) -> None:
@@ -47,15 +71,16 @@ def main() -> None:
     if mode == "script":
         sys.argv = [target, *args]
         sys.path[0] = os.path.dirname(os.path.abspath(target))
-        runpy.run_path(target, run_name="__main__")
+        _run_script(target)
     elif mode == "module":
+        import runpy
+
+        _OWN_FILES.add(runpy.__file__)
         sys.argv = [target, *args]
+        sys.path[0] = os.getcwd()
         runpy.run_module(target, run_name="__main__", alter_sys=True)
     elif mode == "function":
+        sys.argv = [sys.argv[0]]
         _run_function(target)
     else:
         raise SystemExit(f"pliant._bootstrap: unknown mode {mode!r}")
-
-
-if __name__ == "__main__":
-    main()

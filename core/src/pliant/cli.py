@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pliant import __version__, config
+from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant.errors import ConfigError, PliantError, UsageError
 from pliant.settings import parse_bool
 
@@ -147,11 +148,11 @@ def _entrypoint(cfg: config.Config, script: str, args: Sequence[str]) -> tuple[s
                              "not found on PATH nor as an executable file; check the name")
         return script, list(args)
     if cfg["module"]:
-        return sys.executable, ["-u", "-m", "pliant._bootstrap", "module", script, *args]
+        return sys.executable, [*BOOTSTRAP, "module", script, *args]
     if not os.path.isfile(script):
         raise UsageError(f"training script {script!r} (from the command line) does not exist in "
                          f"{os.getcwd()}; check the path, or pass -m for a module")
-    return sys.executable, ["-u", "-m", "pliant._bootstrap", "script", script, *args]
+    return sys.executable, [*BOOTSTRAP, "script", script, *args]
 
 
 def _handler_conf(kind: str, names: Sequence[str], conf: dict[str, str], source: str,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pliant import events, metrics
+from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
@@ -233,7 +234,7 @@ class LocalElasticAgent:
             with open(path, "wb") as f:
                 pickle.dump(preparation, f)
                 pickle.dump((entrypoint, self._spec.args), f)
-        return [sys.executable, "-u", "-m", "pliant._bootstrap", "function", path]
+        return [sys.executable, *BOOTSTRAP, "function", path]
 
     def _start_workers(self, info: RendezvousInfo, number: int) -> _Attempt:
         spec = self._spec
