@@ -22,7 +22,7 @@ import pytest
 MakeDist = Callable[..., Path]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Result:
     """What one ``pliant`` command did."""
 
@@ -36,7 +36,7 @@ class Result:
     def output(self) -> str:
         return self.stdout + self.stderr
 
-    def __str__(self) -> str:  # shown by pytest when an assertion on a Result fails
+    def __repr__(self) -> str:  # shown by pytest when an assertion on a Result fails
         return (f"pliant {' '.join(self.args)} -> {self.returncode} in {self.seconds:.2f}s\n"
                 f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
 

@@ -197,15 +197,33 @@ def read_config_file(path: Path, source: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"cannot read config file '{path}' ({source}): "
                           f"{exc.strerror or exc}; fix the path or the file's permissions") \
             from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' ({source}) is not UTF-8 text ({exc.reason} at "
+                          f"byte {exc.start}); is it the right file?") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' ({source}) is not valid TOML: {exc}") \
             from None
     if path.name == "pyproject.toml":
-        table = data.get("tool", {}).get("pliant", {})
+        tool = data.get("tool")
+        table = tool.get("pliant", {}) if isinstance(tool, dict) else {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"[tool.pliant] in '{path}' ({source}) must be a table of pliant "
+                              f"settings, not {table!r}")
         return dict(table), f"{path} [tool.pliant]"
     return data, str(path)
+
+
+def _has_pliant_table(pyproject_text: str) -> bool:
+    # Parsed, not searched: [tool] with pliant.x = ... is a [tool.pliant] table too, and
+    # "[tool.pliant]" in a comment is not. A broken file that names the table is read
+    # anyway, so that its syntax error is reported rather than silently ignored.
+    try:
+        tool = tomllib.loads(pyproject_text).get("tool")
+    except tomllib.TOMLDecodeError:
+        return "[tool.pliant" in pyproject_text
+    return isinstance(tool, dict) and "pliant" in tool
 
 
 def find_config_file(explicit: tuple[str, str] | None, cwd: Path) -> tuple[Path, str] | None:
@@ -216,8 +234,8 @@ def find_config_file(explicit: tuple[str, str] | None, cwd: Path) -> tuple[Path,
         return cwd / "pliant.toml", "found in the working directory"
     pyproject = cwd / "pyproject.toml"
     try:
-        has_table = "[tool.pliant" in pyproject.read_text(encoding="utf-8")
-    except OSError:
+        has_table = _has_pliant_table(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         has_table = False
     return (pyproject, "found in the working directory") if has_table else None
 
@@ -283,5 +301,5 @@ def parse_plugin_conf(
             close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"{owner} accepts: {known}"
             raise ConfigError(f"unknown setting {key!r} for {owner} (from {source}); {hint}")
-        result[name] = _parse(by_name[name], raw, f"{source}, key {key!r}")
+        result[name] = _parse(by_name[name], raw, f"{source}, {owner} key {key!r}")
     return result

@@ -106,9 +106,9 @@ class Selected:
         reg = self.registration
         try:
             return reg.factory(*args) if args else reg.factory(self.settings)
-        except PliantError:
+        except (PliantError, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit: a plugin must not end the run silently
             raise PluginError(f"{reg.kind} {reg.name!r} from plugin {self.plugin.label} failed "
                               f"to start: {type(exc).__name__}: {exc}") from exc
 
@@ -222,13 +222,19 @@ class PluginManager:
                     if not isinstance(item, kind.type):
                         raise TypeError(f"{kind.hook} returned {item!r}, not a "
                                         f"pliant.{kind.type.__name__}")
-            except Exception as exc:
+            except BaseException as exc:  # a plugin's hook may raise anything, even SystemExit
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 info.status, info.error = "failed", f"{kind.hook} raised {_describe(exc)}"
                 continue
             for item in items:
                 found.setdefault(item.name, []).append((item, info))
         self._cache[kind.key] = found
         return found
+
+    def has(self, kind_key: str, name: str) -> bool:
+        """Whether some loaded plugin provides ``name``."""
+        return name in self.registrations(KINDS[kind_key])
 
     def select(
         self,
@@ -260,11 +266,15 @@ class PluginManager:
                  f"available: {', '.join(available) or 'none'}."]
         package = _PACKAGE_FOR.get(name)
         broken = [i for i in self._infos.values() if i.status == "failed"]
-        suspects = [i for i in broken if i.name == name or (package and i.distribution == package)]
+        # A plugin that did not load but would provide the name: say why, not "install it".
+        suspects = [i for i in self._infos.values() if i.status in ("failed", "disabled")
+                    and (i.name == name or (package and i.distribution == package))]
         for info in suspects:
-            lines.append(f"It would come from plugin {info.label}, which failed to load: "
-                         f"{info.error}")
-        disabled = [i for i in self._infos.values() if i.status == "disabled"]
+            why = (f"failed to load: {info.error}" if info.status == "failed"
+                   else f"is {info.error}")
+            lines.append(f"It would come from plugin {info.label}, which {why}")
+        disabled = [i for i in self._infos.values() if i.status == "disabled"
+                    and i not in suspects]
         if disabled:
             lines.append("Disabled plugins (" + (self.disabled_by or "configuration") + "): "
                          + ", ".join(i.label for i in disabled) + ".")
