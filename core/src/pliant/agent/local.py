@@ -281,17 +281,12 @@ class LocalElasticAgent:
         poll = spec.rdzv_handler.polls_membership
         running = len(attempt.procs)
         while True:
-            for key, _ in self._selector.select(spec.monitor_interval if poll else None):
-                data = key.data
-                if isinstance(data, StreamRoute):
-                    if not data.pump():
-                        self._selector.unregister(key.fd)
-                elif data is None:  # the signal pipe
-                    self._on_signal()
-                else:
-                    self._selector.unregister(key.fd)
-                    running -= 1
-                    self._on_exit(attempt, data)
+            exited, signalled = self._next_events(spec.monitor_interval if poll else None)
+            if signalled:
+                self._on_signal()
+            for local_rank in exited:
+                running -= 1
+                self._on_exit(attempt, local_rank)
             if attempt.failures:
                 # A sibling that failed on its own in the same instant is a failure too,
                 # not a worker this agent stopped.
@@ -307,6 +302,23 @@ class LocalElasticAgent:
                 log.info("[%s] new nodes are waiting; restarting the group to admit them",
                          spec.role)
                 return WorkerState.UNHEALTHY
+
+    def _next_events(self, timeout: float | None) -> tuple[list[int], bool]:
+        """Wait for activity; pass worker output on. Returns the local ranks that exited
+        (no longer watched) and whether a signal arrived."""
+        assert self._selector is not None
+        exited, signalled = [], False
+        for key, _ in self._selector.select(timeout):
+            if isinstance(key.data, StreamRoute):
+                if not key.data.pump():
+                    self._selector.unregister(key.fd)
+            elif key.data is None:  # the signal pipe
+                self._read_wake()
+                signalled = True
+            else:
+                self._selector.unregister(key.fd)
+                exited.append(key.data)
+        return exited, signalled
 
     def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
         proc = attempt.procs[local_rank]
@@ -353,18 +365,12 @@ class LocalElasticAgent:
         for proc in attempt.procs:
             proc.send(sig)
         deadline = time.monotonic() + self._spec.shutdown_timeout
-        waiting = {p.exit_fd for p in attempt.procs if p.returncode is None}
+        waiting = {i for i, p in enumerate(attempt.procs) if p.returncode is None}
         while waiting and (left := deadline - time.monotonic()) > 0:
-            for key, _ in self._selector.select(left):
-                if isinstance(key.data, StreamRoute):
-                    if not key.data.pump():
-                        self._selector.unregister(key.fd)
-                elif key.data is None:
-                    self._read_wake()  # a second signal while stopping: keep stopping
-                else:
-                    self._selector.unregister(key.fd)
-                    waiting.discard(key.fd)
-                    attempt.procs[key.data].reap()
+            exited, _ = self._next_events(left)  # a second signal while stopping: keep stopping
+            for local_rank in exited:
+                waiting.discard(local_rank)
+                attempt.procs[local_rank].reap()
         for proc in attempt.procs:
             if proc.returncode is None:
                 log.warning("worker pid %d ignored signal %d for %.1fs; sending SIGKILL",
@@ -422,7 +428,6 @@ class LocalElasticAgent:
             os.read(self._wake_r, 512)
 
     def _on_signal(self) -> None:
-        self._read_wake()
         if not self._signal_received:
             return
         sig = self._signal_received[0]
