@@ -9,9 +9,11 @@ per launcher, alternating the launchers run by run (and which one goes first
 in each round), so that machine noise hits both equally; the figure compared is
 the median. One unrecorded warm-up run of each launcher comes first, so that
 neither pays for a cold page cache. Launchers run in a fresh temporary
-directory (no config file from the repository is picked up); the worker
-scripts live in ``bench/workers/`` and do as little as possible before the
-line that matters.
+directory (no config file from the repository is picked up), without
+``PET_*``, ``PLIANT_*`` or ``TORCHELASTIC_*`` variables. The worker scripts
+live in ``bench/workers/`` and do as little as possible before the line that
+matters. Other load on the machine shows up in the spread (min/max in the
+JSON) and in the load averages recorded at start and end.
 
 Measures:
 
@@ -56,8 +58,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WORKERS = HERE / "workers"
@@ -71,6 +74,8 @@ COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
 TIMEOUT_S = 300.0
 SAMPLE_EVERY_S = 0.01
+#: Launcher settings (torchrun's PET_*, pliant's PLIANT_*) and an outer launcher's variables.
+IGNORED_ENV_PREFIXES = ("PET_", "PLIANT_", "TORCHELASTIC_")
 
 
 class LauncherError(RuntimeError):
@@ -93,43 +98,54 @@ class Measure:
 # -- running a launcher ---------------------------------------------------------------------
 
 
-def launcher_argv(launcher: str, *args: str) -> list[str]:
-    return [*LAUNCHERS[launcher], *COMMON_FLAGS, *args]
+@dataclass
+class Launch:
+    """A launcher process started in a scratch directory, its output in ``log``."""
+
+    launcher: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def fail(self, problem: str) -> LauncherError:
+        output = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+        return LauncherError(f"{self.launcher}: {problem}\n  command: {' '.join(self.argv)}\n"
+                             f"--- its output (last lines) ---\n{output}")
 
 
-def start(launcher: str, scratch: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start a launcher in ``scratch`` with its output going to a log file there."""
+def launcher_env() -> dict[str, str]:
+    """This environment without settings that would change what a launcher does."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(IGNORED_ENV_PREFIXES)}
+
+
+def start(launcher: str, scratch: Path, *args: str) -> Launch:
+    """Start ``launcher --standalone --nproc-per-node 2 ARGS`` with ``scratch`` as cwd."""
+    argv = [*LAUNCHERS[launcher], *COMMON_FLAGS, *args]
     log = scratch / f"{launcher}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(launcher_argv(launcher, *args), cwd=scratch, stdout=out,
+        proc = subprocess.Popen(argv, cwd=scratch, env=launcher_env(), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return proc, log
+    return Launch(launcher, argv, proc, log)
 
 
-def finish(launcher: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def finish(launch: Launch) -> None:
     """Wait for a launcher and raise :class:`LauncherError` unless it exited 0."""
     try:
-        code = proc.wait(TIMEOUT_S)
+        code = launch.proc.wait(TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        code = None
+        launch.proc.kill()
+        launch.proc.wait()
+        raise launch.fail(f"timed out after {TIMEOUT_S:.0f} s") from None
     if code != 0:
-        what = "timed out" if code is None else f"exited {code}"
-        raise LauncherError(f"{launcher} {what}: {' '.join(proc.args)}\n"  # type: ignore[arg-type]
-                            f"--- its output ---\n{tail(log)}")
+        raise launch.fail(f"exited {code}")
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def read_time(path: Path, launcher: str, log: Path) -> float:
+def read_time(launch: Launch, path: Path) -> float:
+    """A ``time.time()`` value a worker wrote to ``path``."""
     try:
         return float(path.read_text())
     except (OSError, ValueError) as exc:
-        raise LauncherError(f"{launcher}: worker file {path.name} missing or unreadable "
-                            f"({exc})\n--- its output ---\n{tail(log)}") from exc
+        raise launch.fail(f"worker file {path.name} missing or unreadable ({exc})") from exc
 
 
 # -- the three samples ------------------------------------------------------------------------
@@ -138,41 +154,40 @@ def read_time(path: Path, launcher: str, log: Path) -> float:
 def sample_launch(launcher: str, scratch: Path) -> float:
     """(a) Seconds from starting the launcher to its exit, trivial workers."""
     begin = time.perf_counter()
-    proc, log = start(launcher, scratch, str(WORKERS / "trivial.py"), str(scratch))
-    finish(launcher, proc, log)
+    launch = start(launcher, scratch, str(WORKERS / "trivial.py"), str(scratch))
+    finish(launch)
     elapsed = time.perf_counter() - begin
     ran = sorted(p.name for p in scratch.glob("ran-*"))
     if ran != [f"ran-{r}" for r in range(NPROC)]:
-        raise LauncherError(f"{launcher}: expected ranks 0..{NPROC - 1} to run, saw {ran}\n"
-                            f"--- its output ---\n{tail(log)}")
+        raise launch.fail(f"expected ranks 0..{NPROC - 1} to run, saw {ran}")
     return elapsed
 
 
 def sample_recovery(launcher: str, scratch: Path) -> float:
     """(b) Seconds from rank 1's crash until the last attempt-1 worker started."""
-    proc, log = start(launcher, scratch, "--max-restarts", "1",
-                      str(WORKERS / "crash.py"), str(scratch))
-    finish(launcher, proc, log)
-    ready = read_time(scratch / "ready-0", launcher, log)
-    crash = read_time(scratch / "crash", launcher, log)
-    starts = [read_time(scratch / f"start-{r}", launcher, log) for r in range(NPROC)]
+    launch = start(launcher, scratch, "--max-restarts", "1",
+                   str(WORKERS / "crash.py"), str(scratch))
+    finish(launch)
+    ready = read_time(launch, scratch / "ready-0")
+    crash = read_time(launch, scratch / "crash")
+    starts = [read_time(launch, scratch / f"start-{r}") for r in range(NPROC)]
     if not ready < crash < min(starts):
-        raise LauncherError(f"{launcher}: worker times out of order: ready {ready}, "
-                            f"crash {crash}, starts {starts}")
+        raise launch.fail(f"worker times out of order: rank 0 ready {ready}, crash {crash}, "
+                          f"attempt-1 starts {starts}")
     return max(starts) - crash
 
 
 def sample_peak_rss(launcher: str, scratch: Path) -> float:
     """(c) The launcher's own VmHWM in MB, sampled until it exits."""
-    proc, log = start(launcher, scratch, str(WORKERS / "sleep.py"))
-    status = Path(f"/proc/{proc.pid}/status")
+    launch = start(launcher, scratch, str(WORKERS / "sleep.py"))
+    status = Path(f"/proc/{launch.proc.pid}/status")
     peak_kb = 0
-    while proc.poll() is None:
+    while launch.proc.poll() is None:
         peak_kb = max(peak_kb, read_vmhwm_kb(status))
         time.sleep(SAMPLE_EVERY_S)
-    finish(launcher, proc, log)
+    finish(launch)
     if peak_kb == 0:
-        raise LauncherError(f"{launcher}: exited before its VmHWM could be read")
+        raise launch.fail("exited before its VmHWM could be read")
     return peak_kb * 1024 / 1e6
 
 
@@ -222,19 +237,32 @@ def warm_up() -> None:
             sample_launch(launcher, Path(tmp))
 
 
-def summarize(measure: Measure) -> dict[str, object]:
-    stats = {name: {"samples": [round(v, 6) for v in values],
-                    "median": statistics.median(values), "min": min(values), "max": max(values)}
-             for name, values in measure.samples.items()}
-    torchrun, pliant = stats["torchrun"]["median"], stats["pliant"]["median"]
-    return {
-        "title": measure.title,
-        "unit": measure.unit,
-        **stats,
-        "ratio": pliant / torchrun,
-        "target": measure.target,
-        "met": measure.met(torchrun, pliant),
-    }
+@dataclass
+class Summary:
+    """A measure's outcome: per-launcher statistics, the ratio and the verdict."""
+
+    title: str
+    unit: str
+    torchrun: dict[str, object]
+    pliant: dict[str, object]
+    torchrun_median: float
+    pliant_median: float
+    ratio: float
+    target: str
+    met: bool
+
+
+def stats(values: list[float]) -> dict[str, object]:
+    return {"samples": [round(v, 6) for v in values], "median": statistics.median(values),
+            "min": min(values), "max": max(values)}
+
+
+def summarize(measure: Measure) -> Summary:
+    torchrun = statistics.median(measure.samples["torchrun"])
+    pliant = statistics.median(measure.samples["pliant"])
+    return Summary(measure.title, measure.unit, stats(measure.samples["torchrun"]),
+                   stats(measure.samples["pliant"]), torchrun, pliant, pliant / torchrun,
+                   measure.target, measure.met(torchrun, pliant))
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -265,7 +293,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_facts() -> dict[str, object]:
+def machine_facts() -> dict[str, Any]:
     version_of = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -275,8 +303,12 @@ def machine_facts() -> dict[str, object]:
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "torch": command_output([torchrun_python(), "-c", version_of, "torch"]),
-        "pliant": command_output(LAUNCHERS["pliant"][:1] + ["--version"]).removeprefix("pliant "),
+        "pliant": command_output([LAUNCHERS["pliant"][0], "--version"]).removeprefix("pliant "),
+        "git_commit": command_output(["git", "-C", str(HERE), "rev-parse", "HEAD"]),
+        "git_dirty": bool(command_output(["git", "-C", str(HERE.parent), "status", "--porcelain",
+                                          "--", "core", "plugins"])),
         "launchers": {name: " ".join(argv) for name, argv in LAUNCHERS.items()},
+        "loadavg_at_start": os.getloadavg(),
     }
 
 
@@ -284,29 +316,30 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:.1f} MB" if unit == "MB" else f"{value:.3f} s"
 
 
-def markdown(results: dict[str, dict[str, object]], facts: dict[str, object],
-             repeat: int) -> str:
+def markdown(results: dict[str, Summary], facts: dict[str, Any], repeat: int) -> str:
     rows = ["| measure | torchrun median | pliant median | ratio pliant/torchrun | target | met? |",
             "|---|---|---|---|---|---|"]
     for r in results.values():
-        unit = str(r["unit"])
-        rows.append(f"| {r['title']} | {fmt(r['torchrun']['median'], unit)} "  # type: ignore[index]
-                    f"| {fmt(r['pliant']['median'], unit)} "  # type: ignore[index]
-                    f"| {r['ratio']:.3f} | {r['target']} | {'yes' if r['met'] else 'NO'} |")
+        rows.append(f"| {r.title} | {fmt(r.torchrun_median, r.unit)} "
+                    f"| {fmt(r.pliant_median, r.unit)} | {r.ratio:.3f} | {r.target} "
+                    f"| {'yes' if r.met else 'NO'} |")
+    load = f"{facts['loadavg_at_start'][0]:.2f} -> {facts['loadavg_at_end'][0]:.2f}"
     header = (f"# pliant vs torchrun\n\n"
               f"{facts['date']}; {facts['nproc']} CPUs ({facts['cpu']}); Python {facts['python']}; "
-              f"torch {facts['torch']}; pliant {facts['pliant']}. Median of {repeat} runs per "
-              f"launcher, launchers alternated run by run. Produced by `python bench/run.py`; "
-              f"raw samples in `bench.json`.\n\n")
+              f"torch {facts['torch']}; pliant {facts['pliant']} "
+              f"({facts['git_commit'][:10]}{', core modified' if facts['git_dirty'] else ''}); "
+              f"1-min load average {load}. Median of {repeat} runs per launcher, launchers "
+              f"alternated run by run. Produced by `python bench/run.py`; raw samples, min and "
+              f"max in `bench.json`.\n\n")
     return header + "\n".join(rows) + "\n"
 
 
-def write_reports(results: dict[str, dict[str, object]], facts: dict[str, object],
-                  repeat: int) -> str:
+def write_reports(results: dict[str, Summary], facts: dict[str, Any], repeat: int) -> str:
     RESULTS.mkdir(parents=True, exist_ok=True)
     table = markdown(results, facts, repeat)
     (RESULTS / "bench.md").write_text(table)
-    document = {"machine": facts, "repeat": repeat, "measures": results}
+    document = {"machine": facts, "repeat": repeat,
+                "measures": {key: asdict(summary) for key, summary in results.items()}}
     (RESULTS / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
     return table
 
@@ -335,11 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts()
         print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
         warm_up()
-        results = {}
+        results: dict[str, Summary] = {}
         for measure in MEASURES:
             print(f"{measure.title}:", flush=True)
             run_measure(measure, ns.repeat)
             results[measure.key] = summarize(measure)
+        facts["loadavg_at_end"] = os.getloadavg()
     except LauncherError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

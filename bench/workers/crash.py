@@ -8,7 +8,7 @@ Usage: crash.py OUT_DIR. Files written (each holds one time.time() value):
 """
 import time
 
-T0 = time.time()  # noqa: E402 (the very first thing the worker does)
+T0 = time.time()  # the very first thing the worker does
 
 import os  # noqa: E402
 import sys  # noqa: E402
