@@ -130,9 +130,12 @@ def test_spec_rejects_what_cannot_run() -> None:
         WorkerSpec(local_world_size=1, entrypoint="x")
     with pytest.raises(ValueError, match="local_world_size"):
         WorkerSpec(local_world_size=0, rdzv_handler=OneNodeHandler(1), entrypoint="x")
-    spec = WorkerSpec(local_world_size=1, rdzv_handler=OneNodeHandler(1), entrypoint="x")
+    spec = WorkerSpec(local_world_size=1, rdzv_handler=OneNodeHandler(1), entrypoint=print)
     with pytest.raises(ValueError, match="fork"):
         LocalElasticAgent(spec, start_method="fork")
+    # A program ignores the start method, as under torchrun.
+    program = WorkerSpec(local_world_size=1, rdzv_handler=OneNodeHandler(1), entrypoint="x")
+    LocalElasticAgent(program, start_method="fork")
 
 
 def test_public_names_are_reexported() -> None:

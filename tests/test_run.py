@@ -52,6 +52,20 @@ def test_success_gives_each_worker_torchruns_environment(workers: Path, out: Pat
     assert "[0:1] stderr of rank 1" in result.stderr
 
 
+def test_console_traceback_starts_in_user_code(tmp_path: Path) -> None:
+    script = tmp_path / "boom.py"
+    script.write_text("def f():\n    raise RuntimeError('boom')\nf()\n")
+    result = run_pliant("run", "--start-method", "fork", str(script))
+    assert result.returncode == 1
+    console = [line for line in result.stderr.splitlines() if line.startswith("[0:0]")]
+    assert console[:2] == ["[0:0] Traceback (most recent call last):",
+                           f'[0:0]   File "{script}", line 3, in <module>']
+    assert "_bootstrap" not in result.stderr
+    # The report's error file outlives the run, though no --log-dir was given.
+    error_file = re.search(r"error file : (\S+)", result.stderr)
+    assert error_file and os.path.exists(error_file.group(1))
+
+
 def test_torchrun_env_vars_and_underscore_flags_are_accepted(workers: Path, out: Path) -> None:
     result = run_pliant(
         "run",

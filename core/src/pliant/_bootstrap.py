@@ -30,8 +30,25 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> No
         tb = tb.tb_next  # type: ignore[attr-defined]
     from pliant.errorfile import write_error_file
 
+    exc.__traceback__ = tb  # type: ignore[assignment]
     write_error_file(exc, tb)
-    sys.__excepthook__(kind, exc, tb)  # type: ignore[arg-type]
+    sys.__excepthook__(kind, exc, exc.__traceback__)
+
+
+def _die_with_agent() -> None:
+    """Ask the kernel to kill this worker when its agent dies (no orphans).
+
+    Done here rather than in the agent between fork and exec, which would
+    force the slow fork path of subprocess for every worker.
+    """
+    agent = os.environ.get("PLIANT_AGENT_PID")
+    if not agent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    if os.getppid() != int(agent):  # the agent died before prctl took effect
+        os._exit(1)
 
 
 def _run_script(path: str) -> None:
@@ -66,6 +83,7 @@ def _run_function(path: str) -> None:
 
 
 def main() -> None:
+    _die_with_agent()
     mode, target, *args = sys.argv[1:]
     sys.excepthook = _excepthook
     if mode == "script":

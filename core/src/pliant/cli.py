@@ -13,12 +13,9 @@ never a traceback (``--debug`` or ``PLIANT_DEBUG=1`` shows one).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -70,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(run)
     run.add_argument("training_script", metavar="SCRIPT",
                      help="The script (or module with -m, or program with --no-python).")
-    run.add_argument("training_script_args", nargs=argparse.REMAINDER, metavar="ARGS",
+    run.add_argument("training_script_args", nargs=argparse.REMAINDER, metavar="...",
                      help="Passed to the script unchanged.")
 
     plugins = sub.add_parser("plugins", help="List plugins, their hooks and their status.",
@@ -123,15 +120,18 @@ def _nproc(cfg: config.Config) -> int:
         return value
     gpus = _gpu_count()
     if value == "gpu" and gpus == 0:
-        raise ConfigError(f"nproc_per_node 'gpu' (from {cfg.source('nproc_per_node')}): this "
-                          "machine has no NVIDIA GPU; give a number or 'cpu'")
+        raise ConfigError(f"nproc_per_node 'gpu' (from {cfg.source('nproc_per_node')}): no "
+                          "NVIDIA GPU is visible here; give a number or 'cpu'")
     if value == "gpu" or (value == "auto" and gpus):
         return gpus
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _gpu_count() -> int:
-    """NVIDIA GPUs the driver lists, read without importing torch."""
+    """Visible NVIDIA GPUs, read without importing torch: CUDA_VISIBLE_DEVICES, else the driver."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and not d.startswith("-")])
     try:
         return len(os.listdir("/proc/driver/nvidia/gpus"))
     except OSError:
@@ -143,6 +143,8 @@ def _entrypoint(cfg: config.Config, script: str, args: Sequence[str]) -> tuple[s
     if cfg["no_python"]:
         if cfg["module"]:
             raise ConfigError("-m/--module and --no-python cannot be combined: choose one")
+        import shutil
+
         if shutil.which(script) is None:
             raise UsageError(f"program {script!r} (from the command line, with --no-python) was "
                              "not found on PATH nor as an executable file; check the name")
@@ -221,7 +223,7 @@ def _run(ns: argparse.Namespace) -> int:
 
     run_id = cfg["rdzv_id"]
     if run_id == "none" and backend == "embedded":
-        run_id = uuid.uuid4().hex[:12]
+        run_id = os.urandom(6).hex()
     min_nodes, max_nodes = cfg["nnodes"]
     extra = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank") if cfg.is_set(k)}
     params = RendezvousParameters(backend, cfg["rdzv_endpoint"], run_id, min_nodes, max_nodes,
@@ -244,6 +246,7 @@ def _run(ns: argparse.Namespace) -> int:
     )
     agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"])
     for timer in timers:
+        spec.env.update(timer.worker_env())
         timer.start()
     try:
         result = agent.run()
@@ -266,6 +269,8 @@ def _plugins(ns: argparse.Namespace) -> int:
     cfg = _load_config(ns)
     infos = _plugin_manager(cfg).plugins()
     if ns.json:
+        import json
+
         print(json.dumps([info.as_dict() for info in infos], indent=2))
         return 0
     rows = [("NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS")]
@@ -362,6 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pliant config | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

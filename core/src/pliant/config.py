@@ -15,7 +15,6 @@ can say exactly where a value came from. Plugin settings use the same
 
 from __future__ import annotations
 
-import difflib
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,11 +38,6 @@ from pliant.settings import (
     parse_std,
     parse_str,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = ["CORE_SETTINGS", "Config", "Value", "load", "parse_plugin_conf"]
 
@@ -69,7 +63,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("nproc_per_node", parse_nproc, 1,
             "Workers per node: an integer, or cpu, gpu or auto.", metavar="N|cpu|gpu|auto"),
     Setting("rdzv_backend", parse_str, "static",
-            "Rendezvous backend (a plugin name); one node with no --rdzv-* flag uses 'embedded'.",
+            "Rendezvous backend (a plugin name); one node with neither --rdzv-backend nor "
+            "--rdzv-endpoint uses 'embedded'.",
             metavar="NAME"),
     Setting("rdzv_endpoint", parse_str, "", "Rendezvous endpoint, host[:port].",
             metavar="HOST[:PORT]"),
@@ -94,7 +89,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("no_python", parse_bool, False,
             "Run the script argument as an executable, without python.", is_flag=True),
     Setting("run_path", parse_bool, False,
-            "Run the script with runpy.run_path in a spawned worker.", is_flag=True),
+            "Accepted for torchrun compatibility: pliant always runs the script in a fresh "
+            "worker interpreter, as run_path would.", is_flag=True),
     Setting("log_dir", _optional(parse_str), None,
             "Directory for per-attempt, per-rank log files.", metavar="DIR"),
     Setting("redirects", parse_std, 0,
@@ -136,6 +132,21 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {setting.name: setting for setting in CORE_SETTINGS}
+
+
+def _toml() -> Any:
+    """The TOML parser, imported only when there is a file to read (start-up time)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def _close_match(word: str, choices: Sequence[str], n: int, cutoff: float) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=n, cutoff=cutoff)
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,7 @@ def _parse(setting: Setting, raw: Any, source: str) -> Any:
 
 
 def _unknown_key(key: str, known: Sequence[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    close = _close_match(key, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(sorted(known))
     return ConfigError(f"unknown key {key!r} in {where}; {hint}")
 
@@ -201,8 +212,8 @@ def read_config_file(path: Path, source: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"config file '{path}' ({source}) is not UTF-8 text ({exc.reason} at "
                           f"byte {exc.start}); is it the right file?") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = _toml().loads(text)
+    except _toml().TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' ({source}) is not valid TOML: {exc}") \
             from None
     if path.name == "pyproject.toml":
@@ -220,8 +231,8 @@ def _has_pliant_table(pyproject_text: str) -> bool:
     # "[tool.pliant]" in a comment is not. A broken file that names the table is read
     # anyway, so that its syntax error is reported rather than silently ignored.
     try:
-        tool = tomllib.loads(pyproject_text).get("tool")
-    except tomllib.TOMLDecodeError:
+        tool = _toml().loads(pyproject_text).get("tool")
+    except _toml().TOMLDecodeError:
         return "[tool.pliant" in pyproject_text
     return isinstance(tool, dict) and "pliant" in tool
 
@@ -298,7 +309,7 @@ def parse_plugin_conf(
         name = key.replace("-", "_")
         if name not in by_name:
             known = ", ".join(sorted(by_name)) or "none"
-            close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)
+            close = _close_match(name, list(by_name), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"{owner} accepts: {known}"
             raise ConfigError(f"unknown setting {key!r} for {owner} (from {source}); {hint}")
         result[name] = _parse(by_name[name], raw, f"{source}, {owner} key {key!r}")

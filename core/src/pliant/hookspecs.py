@@ -3,8 +3,8 @@
 A plugin is a module named by an entry point in the ``pliant`` group. It
 implements any of the four registration hooks below with ``@pliant.hookimpl``;
 each hook returns the backends the plugin provides. pliant calls every
-implementation (none of these stops at the first result) and refuses two
-providers of one name.
+implementation (none of these stops at the first result); selecting a name
+that two plugins provide is an error naming both.
 
 Example, from ``pliant-null``::
 
@@ -12,7 +12,7 @@ Example, from ``pliant-null``::
 
     @hookimpl
     def pliant_metric_handlers():
-        return [MetricBackend(name="null", factory=NullMetricHandler.from_settings)]
+        return [MetricBackend("null", _null_metrics, description="Drops every metric.")]
 """
 
 from __future__ import annotations

@@ -160,15 +160,11 @@ class PluginManager:
             version=dist.version if dist is not None else "?",
             module=ep.value,
         )
-        if ep.name in self._infos:
-            other = self._infos[ep.name]
-            info.status, info.error = "failed", (
-                f"entry point name {ep.name!r} is also used by {other.label}; "
-                "one of the two distributions must be uninstalled or disable one by name")
-            self._infos[f"{ep.name}#{info.distribution}"] = info
-            return
-        self._infos[ep.name] = info
-        if self.no_plugins or ep.name in skip:
+        key = ep.name
+        if key in self._infos:  # two distributions chose one entry-point name: keep both
+            key = info.name = f"{ep.name} ({info.distribution})"
+        self._infos[key] = info
+        if self.no_plugins or ep.name in skip or info.distribution in skip:
             info.status = "disabled"
             info.error = f"disabled by {self.disabled_by or 'configuration'}"
             return

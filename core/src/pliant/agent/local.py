@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import selectors
-import shutil
 import signal
 import socket
 import sys
@@ -82,10 +80,13 @@ class LocalElasticAgent:
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
     ) -> None:
-        if start_method not in ("spawn", "forkserver"):
+        if start_method not in ("spawn", "forkserver", "fork"):
+            raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
+        if start_method == "fork" and callable(spec.entrypoint):
+            # Programs and scripts ignore the start method, as under torchrun.
             raise ValueError(
-                f"start_method {start_method!r} is not supported: a forked worker would inherit "
-                "the agent's state; use 'spawn' (or 'forkserver', which pliant treats the same)")
+                "start_method 'fork' is not supported for function entrypoints: a forked worker "
+                "would inherit the agent's state; use 'spawn' (or 'forkserver', the same here)")
         self._spec = spec
         self._start_method = start_method
         self._exit_barrier_timeout = exit_barrier_timeout
@@ -127,12 +128,17 @@ class LocalElasticAgent:
         self._selector = selectors.DefaultSelector()
         try:
             with self._signals_handled():
-                return self._invoke_run()
+                result = self._invoke_run()
+            if result.is_failed():
+                self._keep_run_dir = True  # the report points at the error files in it
+            return result
         finally:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
             self._selector.close()
             if not self._keep_run_dir:
+                import shutil
+
                 shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _invoke_run(self) -> RunResult:
@@ -228,6 +234,7 @@ class LocalElasticAgent:
         path = os.path.join(self._run_dir, "entrypoint.pkl")
         if not os.path.exists(path):
             import multiprocessing.spawn
+            import pickle
 
             preparation = multiprocessing.spawn.get_preparation_data("pliant-worker")
             preparation.pop("authkey", None)  # workers get no multiprocessing secret
@@ -242,6 +249,7 @@ class LocalElasticAgent:
         attempt = _Attempt(number, os.path.join(self._run_dir, f"attempt_{number}"))
         self._attempt = attempt
         argv = self._argv()
+        bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
             os.makedirs(rank_dir)
@@ -256,7 +264,7 @@ class LocalElasticAgent:
                                               (STDERR, self._console[1], "stderr.log"))
             )
             proc = WorkerProcess(argv, self._worker_env(worker.local_rank, rank_dir),
-                                 out.child, err.child)
+                                 out.child, err.child, sets_own_deathsig=bootstrapped)
             for route, pipe in ((out, proc.popen.stdout), (err, proc.popen.stderr)):
                 route.attach(pipe)
                 if route.file is not None and route.pipe_fd is None:
@@ -343,6 +351,8 @@ class LocalElasticAgent:
                    signal=failure.signal, message=failure.message[:500])
 
     def _return_values(self, attempt: _Attempt) -> dict[int, Any]:
+        import pickle  # only function entrypoints return values
+
         values: dict[int, Any] = {}
         for worker in self._worker_group.workers:
             path = os.path.join(attempt.directory, str(worker.local_rank), "return.pkl")

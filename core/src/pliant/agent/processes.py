@@ -2,7 +2,9 @@
 
 Each worker leads its own session (so a signal reaches its children too, via
 its process group) and is told by the kernel to die with the agent
-(``PR_SET_PDEATHSIG``), so a SIGKILLed agent leaves no orphans. An exit is
+(``PR_SET_PDEATHSIG``), so a SIGKILLed agent leaves no orphans. Python
+workers set that themselves in :mod:`pliant._bootstrap`; other programs get it
+between fork and exec here, which costs subprocess its fast spawn path. An exit is
 announced by a file descriptor the agent's selector waits on: a pidfd where
 the kernel has one, else a pipe written by a waiter thread. Nothing polls.
 """
@@ -10,7 +12,6 @@ the kernel has one, else a pipe written by a waiter thread. Nothing polls.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -44,18 +45,25 @@ class WorkerProcess:
     """A started worker; ``exit_fd`` turns readable when it exits."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str],
-                 stdout: int | IO[bytes] | None, stderr: int | IO[bytes] | None) -> None:
+                 stdout: int | IO[bytes] | None, stderr: int | IO[bytes] | None,
+                 sets_own_deathsig: bool = False) -> None:
         global _libc
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
         agent_pid = os.getpid()
+        env = {**env, "PLIANT_AGENT_PID": str(agent_pid)}
+        preexec = None
+        if not sets_own_deathsig:
+            if _libc is None:
+                import ctypes
+
+                _libc = ctypes.CDLL(None, use_errno=True)
+            preexec = lambda: _die_with(agent_pid)  # noqa: E731
         self.popen = subprocess.Popen(
             list(argv),
             env=env,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
-            preexec_fn=lambda: _die_with(agent_pid),
+            preexec_fn=preexec,
         )
         self.pid = self.popen.pid
         self._waiter_pipe: tuple[int, int] | None = None
