@@ -8,6 +8,7 @@ model on its own shard of synthetic data, and rank 0 reports the loss.
 """
 
 import argparse
+import gc
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,10 @@ def main() -> None:
         opt.step()
         if rank == 0 and (step % 10 == 0 or step == args.steps - 1):
             print(f"step {step:3d}  loss {loss.item():.4f}  (world size {world})")
+    # Free DDP (it holds the process group) before destroying the group: left to
+    # interpreter teardown, gloo's threads can abort the process at exit.
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -7,6 +7,7 @@ resumed run must end with exactly the weights of an uninterrupted one.
 """
 
 import argparse
+import gc
 import os
 
 import torch
@@ -54,6 +55,10 @@ def main() -> None:
             os._exit(3)
     if rank == 0:
         torch.save(model.state_dict(), args.out)
+    # Free DDP (it holds the process group) before destroying the group: left to
+    # interpreter teardown, gloo's threads can abort the process at exit.
+    del ddp, model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 
