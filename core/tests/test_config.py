@@ -51,7 +51,7 @@ def test_defaults_without_a_file(pliant):
     settings = shown(result)
     assert settings["max_restarts"] == ("0", "default")
     assert settings["nnodes"] == ("1:1", "default")
-    assert settings["metrics"] == ("null", "default")
+    assert settings["metrics"] == ("(none)", "default")
 
 
 def test_pyproject_tool_pliant_table_is_read(pliant, tmp_path):

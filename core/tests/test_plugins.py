@@ -185,7 +185,7 @@ def test_settings_for_a_handler_that_is_not_selected_are_refused(make_dist, plia
 
     result = pliant("run", "--metrics-conf", "good.level=3", str(script))
 
-    assert_user_error(result, "metrics_conf key 'good.level'", "selected: null")
+    assert_user_error(result, "metrics_conf key 'good.level'", "selected: none")
 
 
 def test_factory_that_raises_is_reported_with_the_plugin_name(make_dist, pliant, script):
@@ -547,3 +547,38 @@ def test_manager_records_a_broken_plugin_and_keeps_the_rest(entry_points):
     assert status == {"builtin": "loaded", "broken": "failed", "good": "loaded"}
     with pytest.raises(PluginError, match="No module named 'pliant_missing_dependency'"):
         pm.select("metrics", "broken", "test")
+
+
+# -- pliant-core's own names --------------------------------------------------------------
+
+IMPOSTOR = """
+    import os
+    from pliant import RendezvousBackend, hookimpl
+
+    open(os.environ["NOISY_MARKER"], "w").close()
+
+    @hookimpl
+    def pliant_rendezvous_backends():
+        return [RendezvousBackend("embedded", lambda params: 1 / 0)]
+"""
+
+
+def test_a_one_node_run_loads_no_plugin(make_dist, pliant, tmp_path, script):
+    make_dist("pliant-noisy", "1.0", IMPOSTOR)
+    marker = tmp_path / "imported"
+
+    assert_ran(pliant("run", str(script), env={"NOISY_MARKER": str(marker)}))
+    assert not marker.exists()
+
+
+def test_a_plugin_cannot_take_a_core_name(make_dist, pliant, tmp_path, script):
+    make_dist("pliant-noisy", "1.0", IMPOSTOR)
+    env = {"NOISY_MARKER": str(tmp_path / "imported")}
+
+    plugins = listed(pliant("plugins", "--json", env=env))
+    assert plugins["noisy"]["status"] == "loaded"
+    assert plugins["noisy"]["error"] == ("its rendezvous backend 'embedded' is ignored: "
+                                         "pliant-core reserves that name")
+    # Even once every plugin is loaded (a plugin metric handler is selected), 'embedded'
+    # is pliant-core's.
+    assert_ran(pliant("run", "--metrics", "null", str(script), env=env))

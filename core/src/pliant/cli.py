@@ -173,23 +173,21 @@ def _handler_conf(kind: str, names: Sequence[str], conf: dict[str, str], source:
 def _selected_sinks(cfg: config.Config, pm: Any) -> list[tuple[str, str, Any]]:
     """The chosen metric handlers, event handlers and timer, validated, not yet built.
 
-    Each entry is ``(kind, conf key prefix, Selected)``. A default name that no
-    installed plugin provides (``null`` with plugins disabled) is skipped: the
-    default asks for nothing; a name the user asked for must exist.
+    Each entry is ``(kind, conf key prefix, Selected)``.
     """
     chosen = []
-    for kind in ("metrics", "events", "timer"):
-        names = list(cfg[kind]) if kind != "timer" else [cfg[kind]]
-        if not cfg.is_set(kind):
-            names = [name for name in names if pm.has(kind, name)]
+    for kind in ("metrics", "events"):
         conf_source = cfg.source(f"{kind}_conf")
-        if kind == "timer":
-            per = {name: cfg["timer_conf"] for name in names}
-        else:
-            per = _handler_conf(kind, names, cfg[f"{kind}_conf"], conf_source)
-        chosen += [(kind, "" if kind == "timer" else f"{name}.",
-                    pm.select(kind, name, cfg.source(kind), per[name], conf_source))
-                   for name in names]
+        per = _handler_conf(kind, cfg[kind], cfg[f"{kind}_conf"], conf_source)
+        chosen += [(kind, f"{name}.", pm.select(kind, name, cfg.source(kind), per[name],
+                                                conf_source))
+                   for name in cfg[kind]]
+    if cfg["timer"] is not None:
+        chosen.append(("timer", "", pm.select("timer", cfg["timer"], cfg.source("timer"),
+                                              cfg["timer_conf"], cfg.source("timer_conf"))))
+    elif cfg["timer_conf"]:
+        raise ConfigError(f"timer_conf (from {cfg.source('timer_conf')}) is set but no timer is "
+                          "selected; choose one with --timer NAME")
     return chosen
 
 
@@ -308,6 +306,8 @@ def _show_config(ns: argparse.Namespace) -> int:
 
 
 def _show(value: Any) -> str:
+    if value in (None, (), {}):
+        return "(none)"
     if isinstance(value, tuple) and value and hasattr(value[0], "name"):
         return ",".join(v.name for v in value)
     if value == (1, 1) or (isinstance(value, tuple) and len(value) == 2

@@ -2,7 +2,8 @@
 
 Entry points in the ``pliant`` group are loaded one at a time, each in its own
 ``try``: a broken plugin is recorded with its error and the others still work
-(pluggy's own loader stops at the first failure). pliant-core's built-in
+(pluggy's own loader stops at the first failure). They are loaded only when a
+name outside pliant-core is needed, or to list them. pliant-core's built-in
 backends are registered through the very same hooks, so they look exactly
 like a third-party plugin's.
 
@@ -120,9 +121,12 @@ def _describe(exc: BaseException) -> str:
 class PluginManager:
     """Loads the plugins once and answers which backends exist and which one to use.
 
-    ``disabled`` names entry points not to load; ``no_plugins`` loads none
-    (pliant-core's built-ins stay). ``disabled_by`` says where that choice
-    came from, for messages.
+    Entry points are loaded on first need: selecting a name that pliant-core
+    provides itself (the ``embedded`` rendezvous) loads none, so a plain
+    one-node run pays nothing for the plugins installed. ``disabled`` names
+    plugins (entry-point or distribution names) not to load; ``no_plugins``
+    loads none (pliant-core's built-ins stay). ``disabled_by`` says where that
+    choice came from, for messages.
     """
 
     def __init__(
@@ -144,13 +148,23 @@ class PluginManager:
 
         core = PluginInfo("builtin", "pliant-core", __version__, _builtin.__name__)
         self._register(_builtin, core)
-        if entry_points is None:
-            entry_points = list(importlib.metadata.entry_points(group=hookspecs.PROJECT))
-        skip = set(disabled)
-        for ep in entry_points:
-            self._load(ep, skip)
+        self._entry_points = entry_points
+        self._skip = set(disabled)
+        self._scanned = False
 
     # -- loading ---------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """Load every entry point of the group, once; pliant-core's names need none of them."""
+        if self._scanned:
+            return
+        self._scanned = True
+        self._cache.clear()
+        entry_points = self._entry_points
+        if entry_points is None:
+            entry_points = list(importlib.metadata.entry_points(group=hookspecs.PROJECT))
+        for ep in entry_points:
+            self._load(ep, self._skip)
 
     def _load(self, ep: importlib.metadata.EntryPoint, skip: set[str]) -> None:
         dist = getattr(ep, "dist", None)
@@ -206,11 +220,15 @@ class PluginManager:
 
     def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration, PluginInfo]]]:
         """Every backend of one kind, by name, with the plugin(s) providing it."""
+        self._scan()
+        return self._collect(kind)
+
+    def _collect(self, kind: Kind) -> dict[str, list[tuple[Registration, PluginInfo]]]:
         if kind.key in self._cache:
             return self._cache[kind.key]
         found: dict[str, list[tuple[Registration, PluginInfo]]] = {}
         hook = getattr(self._pm.hook, kind.hook)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order: pliant-core first
             info = self._by_plugin[id(impl.plugin)]
             try:
                 items = list(impl.function() or ())
@@ -224,13 +242,16 @@ class PluginManager:
                 info.status, info.error = "failed", f"{kind.hook} raised {_describe(exc)}"
                 continue
             for item in items:
+                core = found.get(item.name, [(None, None)])[0][1]
+                if core is not None and core.name == "builtin":
+                    # pliant-core's names always mean pliant-core's backend, so that a run
+                    # that needs nothing else never has to load the plugins.
+                    info.error = (f"its {kind.label} {item.name!r} is ignored: pliant-core "
+                                  "reserves that name")
+                    continue
                 found.setdefault(item.name, []).append((item, info))
         self._cache[kind.key] = found
         return found
-
-    def has(self, kind_key: str, name: str) -> bool:
-        """Whether some loaded plugin provides ``name``."""
-        return name in self.registrations(KINDS[kind_key])
 
     def select(
         self,
@@ -242,7 +263,9 @@ class PluginManager:
     ) -> Selected:
         """The backend called ``name``, with ``conf`` validated against its settings."""
         kind = KINDS[kind_key]
-        providers = self.registrations(kind).get(name, [])
+        providers = self._collect(kind).get(name, []) if not self._scanned else []
+        if not providers or providers[0][1].name != "builtin":
+            providers = self.registrations(kind).get(name, [])
         if not providers:
             raise PluginError(self._unknown(kind, name, source))
         if len(providers) > 1:
