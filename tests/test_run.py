@@ -249,3 +249,13 @@ def test_pliant_record_decorator(tmp_path: Path) -> None:
     result = run_pliant("run", "--nproc-per-node", "1", str(script))
     assert result.returncode == 1
     assert re.search(r"message\s+: ZeroDivisionError: from pliant record", result.stderr)
+
+
+def test_a_program_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    program = tmp_path / "broken.sh"
+    program.write_text("#!/nonexistent/interpreter\n")
+    program.chmod(0o755)
+    result = run_pliant("run", "--nproc-per-node", "2", "--no-python", str(program))
+    assert result.returncode == 2
+    assert f"cannot start worker 0 with '{program}'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -35,6 +35,7 @@ from pliant.agent.api import (
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
+from pliant.errors import UsageError
 from pliant.rendezvous.api import RendezvousInfo
 
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
@@ -263,8 +264,13 @@ class LocalElasticAgent:
                 for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
                                               (STDERR, self._console[1], "stderr.log"))
             )
-            proc = WorkerProcess(argv, self._worker_env(worker.local_rank, rank_dir),
-                                 out.child, err.child, sets_own_deathsig=bootstrapped)
+            try:
+                proc = WorkerProcess(argv, self._worker_env(worker.local_rank, rank_dir),
+                                     out.child, err.child, sets_own_deathsig=bootstrapped)
+            except OSError as exc:
+                raise UsageError(f"cannot start worker {worker.local_rank} with {argv[0]!r}: "
+                                 f"{exc.strerror or exc}; check that it exists and is "
+                                 "executable") from exc
             for route, pipe in ((out, proc.popen.stdout), (err, proc.popen.stderr)):
                 route.attach(pipe)
                 if route.file is not None and route.pipe_fd is None:
