@@ -259,3 +259,15 @@ def test_a_program_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"cannot start worker 0 with '{program}'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_killed_by_a_signal_is_reported_with_it(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text("import os, signal, time\n"
+                      "if os.environ['RANK'] == '1':\n"
+                      "    os.kill(os.getpid(), signal.SIGKILL)\n"
+                      "time.sleep(30)\n")
+    result = run_pliant("run", "--nproc-per-node", "2", str(script))
+    assert result.returncode == 128 + 9
+    assert "killed by SIGKILL (signal 9" in result.stderr
+    assert "rank       : 1 (local rank 1)" in result.stderr
