@@ -86,3 +86,29 @@ def test_sigkilled_agent_leaves_no_worker(start_pliant: Start, workers: Path, ou
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10)
     time.sleep(0.2)
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_signal_during_a_restart_is_not_lost(start_pliant: Start, tmp_path: Path,
+                                             out: Path) -> None:
+    # Rank 1 fails; rank 0 ignores SIGTERM, so stopping the group takes the whole
+    # --shutdown-timeout; the agent is told to stop right then, and must not restart.
+    script = tmp_path / "slow_stop.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "out, rank = os.environ['OUT_DIR'], os.environ['RANK']\n"
+        "attempt = os.environ['TORCHELASTIC_RESTART_COUNT']\n"
+        "open(os.path.join(out, f'start_{attempt}_{rank}'), 'w').close()\n"
+        "if rank == '1':\n"
+        "    time.sleep(0.2)\n"
+        "    open(os.path.join(out, 'failing'), 'w').close()\n"
+        "    raise SystemExit(1)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "time.sleep(60)\n")
+    agent = start_pliant("run", "--nproc-per-node", "2", "--max-restarts", "3",
+                         "--shutdown-timeout", "2", str(script), env={"OUT_DIR": str(out)})
+    wait_for(lambda: (out / "failing").exists())
+    time.sleep(0.5)  # the agent is now waiting for rank 0 to stop
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=30)
+    assert agent.returncode == 128 + signal.SIGTERM
+    assert not (out / "start_1_0").exists() and not (out / "start_1_1").exists()

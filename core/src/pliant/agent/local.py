@@ -295,9 +295,9 @@ class LocalElasticAgent:
         poll = spec.rdzv_handler.polls_membership
         running = len(attempt.procs)
         while True:
-            exited, signalled = self._next_events(spec.monitor_interval if poll else None)
-            if signalled:
+            if self._signal_received:  # also one that arrived while the last group stopped
                 self._on_signal()
+            exited = self._next_events(spec.monitor_interval if poll else None)
             for local_rank in exited:
                 running -= 1
                 self._on_exit(attempt, local_rank)
@@ -317,22 +317,21 @@ class LocalElasticAgent:
                          spec.role)
                 return WorkerState.UNHEALTHY
 
-    def _next_events(self, timeout: float | None) -> tuple[list[int], bool]:
-        """Wait for activity; pass worker output on. Returns the local ranks that exited
-        (no longer watched) and whether a signal arrived."""
+    def _next_events(self, timeout: float | None) -> list[int]:
+        """Wait for activity and pass worker output on; return the local ranks that exited
+        (no longer watched). A signal that woke us is left in ``_signal_received``."""
         assert self._selector is not None
-        exited, signalled = [], False
+        exited = []
         for key, _ in self._selector.select(timeout):
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
             elif key.data is None:  # the signal pipe
                 self._read_wake()
-                signalled = True
             else:
                 self._selector.unregister(key.fd)
                 exited.append(key.data)
-        return exited, signalled
+        return exited
 
     def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
         proc = attempt.procs[local_rank]
@@ -383,7 +382,7 @@ class LocalElasticAgent:
         deadline = time.monotonic() + self._spec.shutdown_timeout
         waiting = {i for i, p in enumerate(attempt.procs) if p.returncode is None}
         while waiting and (left := deadline - time.monotonic()) > 0:
-            exited, _ = self._next_events(left)  # a second signal while stopping: keep stopping
+            exited = self._next_events(left)  # a signal now is handled once stopped
             for local_rank in exited:
                 waiting.discard(local_rank)
                 attempt.procs[local_rank].reap()
@@ -444,8 +443,6 @@ class LocalElasticAgent:
             os.read(self._wake_r, 512)
 
     def _on_signal(self) -> None:
-        if not self._signal_received:
-            return
         sig = self._signal_received[0]
         log.info("received %s; forwarding it to the workers and stopping", sig.name)
         if self._attempt is not None:
