@@ -155,7 +155,7 @@ def test_pliant_config_shows_the_selected_plugins_settings(make_dist, pliant):
     assert result.returncode == 0, result
     assert "# metric handler 'good', from plugin good (pliant-good 1.2.3)" in result.stdout
     assert "metrics_conf.good.level = 5  # flag --metrics-conf" in result.stdout
-    assert "metrics_conf.good.marker =   # default" in result.stdout
+    assert "metrics_conf.good.marker = (none)  # default" in result.stdout
 
 
 def test_invalid_plugin_setting_value_names_the_key_and_the_handler(

@@ -306,7 +306,7 @@ def _show_config(ns: argparse.Namespace) -> int:
 
 
 def _show(value: Any) -> str:
-    if value in (None, (), {}):
+    if value in (None, "", (), {}):
         return "(none)"
     if isinstance(value, tuple) and value and hasattr(value[0], "name"):
         return ",".join(v.name for v in value)

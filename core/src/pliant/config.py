@@ -125,7 +125,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             metavar="K=V,..."),
     Setting("timer_conf", parse_kv, {}, "Timer backend settings, key=value,...",
             metavar="K=V,..."),
-    Setting("disable_plugins", parse_list, (), "Plugins (entry-point names) not to load.",
+    Setting("disable_plugins", parse_list, (), "Plugins not to load (entry-point or distribution names).",
             metavar="NAME,..."),
     Setting("no_plugins", parse_bool, False,
             "Load no plugins from entry points; only pliant-core's built-ins.", is_flag=True),
