@@ -29,10 +29,6 @@ __all__ = ["main"]
 
 log = logging.getLogger("pliant")
 
-#: Settings that are not flags of ``pliant run`` (they are plugin tables or pliant-only).
-_RUN_SETTINGS = [s for s in config.CORE_SETTINGS]
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = next((a for a in sys.argv[1:2] if a in ("run", "plugins", "config")), "")
