@@ -8,24 +8,11 @@ names the offending value and where it came from, and no traceback unless
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from cli_assertions import assert_user_error
 
-# The requirement is "within a second or two"; a run here takes ~0.2 s. The bound
-# leaves room for a loaded two-core CI machine.
-REJECTED_WITHIN_S = 5.0
-
-
-def assert_rejected(result: Any, *fragments: str) -> None:
-    assert result.returncode == 2, result
-    assert result.seconds < REJECTED_WITHIN_S, result
-    assert "Traceback" not in result.output, result
-    assert result.stdout == "", result
-    assert result.stderr.startswith("pliant: error: "), result
-    assert len(result.stderr.splitlines()) <= 6, result
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
+# Bad input must be rejected "within a second or two": each run here takes ~0.2 s, and
+# the runner's timeout turns a hang into a failure; timings themselves belong in bench/.
 
 
 BAD_FLAGS = [
@@ -49,7 +36,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("args, fragments", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_bad_flag_value(pliant, script, args, fragments):
-    assert_rejected(pliant("run", *args, str(script)), *fragments)
+    assert_user_error(pliant("run", *args, str(script)), *fragments)
 
 
 @pytest.mark.parametrize("var, value, fragment", [
@@ -58,27 +45,27 @@ def test_bad_flag_value(pliant, script, args, fragments):
     ("PLIANT_MAX_RESTARTS", "-1", "invalid max_restarts '-1' (from env PLIANT_MAX_RESTARTS)"),
 ], ids=["PLIANT_NPROC_PER_NODE", "PET_NNODES", "PLIANT_MAX_RESTARTS"])
 def test_bad_env_value(pliant, script, var, value, fragment):
-    assert_rejected(pliant("run", str(script), env={var: value}), fragment)
+    assert_user_error(pliant("run", str(script), env={var: value}), fragment)
 
 
 def test_missing_script(pliant, tmp_path):
-    assert_rejected(pliant("run", "trian.py"),
+    assert_user_error(pliant("run", "trian.py"),
                     "training script 'trian.py' (from the command line) does not exist",
                     str(tmp_path))
 
 
 def test_missing_program_with_no_python(pliant):
-    assert_rejected(pliant("run", "--no-python", "no-such-program-xyz"),
+    assert_user_error(pliant("run", "--no-python", "no-such-program-xyz"),
                     "program 'no-such-program-xyz'", "not found on PATH")
 
 
 def test_unknown_flag(pliant, script):
-    assert_rejected(pliant("run", "--nprocs-per-node", "2", str(script)),
+    assert_user_error(pliant("run", "--nprocs-per-node", "2", str(script)),
                     "unrecognized arguments: --nprocs-per-node", "pliant run --help")
 
 
 def test_missing_script_argument(pliant):
-    assert_rejected(pliant("run", "--nproc-per-node", "2"), "SCRIPT")
+    assert_user_error(pliant("run", "--nproc-per-node", "2"), "SCRIPT")
 
 
 def test_flags_after_the_script_belong_to_the_script(pliant, tmp_path):
@@ -94,7 +81,7 @@ def test_flags_after_the_script_belong_to_the_script(pliant, tmp_path):
 def test_missing_config_file(pliant, script, tmp_path):
     missing = tmp_path / "nope.toml"
 
-    assert_rejected(pliant("run", "--config", str(missing), str(script)),
+    assert_user_error(pliant("run", "--config", str(missing), str(script)),
                     f"cannot read config file '{missing}' (from flag --config)")
 
 
@@ -102,7 +89,7 @@ def test_unreadable_config_file(pliant, script, tmp_path):
     unreadable = tmp_path / "conf.d"
     unreadable.mkdir()
 
-    assert_rejected(pliant("run", str(script), env={"PLIANT_CONFIG": str(unreadable)}),
+    assert_user_error(pliant("run", str(script), env={"PLIANT_CONFIG": str(unreadable)}),
                     f"cannot read config file '{unreadable}' (from env PLIANT_CONFIG)")
 
 
@@ -110,14 +97,14 @@ def test_config_file_that_is_not_text(pliant, script, tmp_path):
     binary = tmp_path / "model.pt"
     binary.write_bytes(b"PK\x03\x04\xff\xfe\x00")
 
-    assert_rejected(pliant("run", "--config", str(binary), str(script)),
+    assert_user_error(pliant("run", "--config", str(binary), str(script)),
                     f"config file '{binary}' (from flag --config) is not UTF-8 text")
 
 
 def test_malformed_config_file(pliant, script, tmp_path):
     (tmp_path / "pliant.toml").write_text("nnodes = 1:2\n")
 
-    assert_rejected(pliant("run", str(script)),
+    assert_user_error(pliant("run", str(script)),
                     f"config file '{tmp_path / 'pliant.toml'}' (found in the working directory) "
                     "is not valid TOML", "line 1")
 
@@ -125,7 +112,7 @@ def test_malformed_config_file(pliant, script, tmp_path):
 def test_misspelled_config_key(pliant, script, tmp_path):
     (tmp_path / "pliant.toml").write_text("nproc-per-nod = 2\n")
 
-    assert_rejected(pliant("run", str(script)),
+    assert_user_error(pliant("run", str(script)),
                     f"unknown key 'nproc-per-nod' in {tmp_path / 'pliant.toml'}",
                     "did you mean 'nproc_per_node'?")
 
@@ -133,7 +120,7 @@ def test_misspelled_config_key(pliant, script, tmp_path):
 def test_bad_value_in_config_file(pliant, script, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.pliant]\nmax_restarts = -1\n")
 
-    assert_rejected(pliant("run", str(script)),
+    assert_user_error(pliant("run", str(script)),
                     f"invalid max_restarts -1 (from {tmp_path / 'pyproject.toml'} [tool.pliant] "
                     "key 'max_restarts')")
 
@@ -144,7 +131,7 @@ BROKEN = "raise ImportError('libcloudwatch.so.3: cannot open shared object file'
 def test_selecting_a_plugin_that_failed_to_import(make_dist, pliant, script):
     make_dist("pliant-cloudwatch", "0.2.0", BROKEN)
 
-    assert_rejected(pliant("run", "--metrics", "cloudwatch", str(script)),
+    assert_user_error(pliant("run", "--metrics", "cloudwatch", str(script)),
                     "unknown metric handler 'cloudwatch' (from flag --metrics)",
                     "cloudwatch (pliant-cloudwatch 0.2.0)",
                     "libcloudwatch.so.3: cannot open shared object file")
@@ -173,4 +160,4 @@ def test_debug_shows_the_traceback(pliant, script, args, env):
 def test_debug_after_the_script_is_the_scripts_argument(pliant):
     result = pliant("run", "missing.py", "--debug")
 
-    assert_rejected(result, "training script 'missing.py'")
+    assert_user_error(result, "training script 'missing.py'")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_assertions import assert_user_error
 from pliant import config
 from pliant.errors import ConfigError
 
@@ -31,14 +32,6 @@ def config_file(result: Any) -> str:
     first = result.stdout.splitlines()[0]
     assert first.startswith("# config file: "), result
     return first.removeprefix("# config file: ")
-
-
-def assert_config_error(result: Any, *fragments: str) -> None:
-    assert result.returncode == 2, result
-    assert result.stderr.startswith("pliant: error: "), result
-    assert "Traceback" not in result.output, result
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
 
 
 # -- which file -----------------------------------------------------------------------------
@@ -231,14 +224,14 @@ def test_load_reads_an_explicit_file_wherever_the_working_directory_is(tmp_path)
 def test_misspelled_key_names_the_file_and_suggests_the_close_match(pliant, tmp_path):
     (tmp_path / "pliant.toml").write_text("max_restart = 3\n")
 
-    assert_config_error(pliant("config"), f"unknown key 'max_restart' in {tmp_path}/pliant.toml",
+    assert_user_error(pliant("config"), f"unknown key 'max_restart' in {tmp_path}/pliant.toml",
                         "did you mean 'max_restarts'?")
 
 
 def test_misspelled_key_in_pyproject_names_the_table(pliant, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.pliant]\nnproc_per_nodes = 2\n")
 
-    assert_config_error(pliant("config"), f"{tmp_path}/pyproject.toml [tool.pliant]",
+    assert_user_error(pliant("config"), f"{tmp_path}/pyproject.toml [tool.pliant]",
                         "'nproc_per_nodes'", "did you mean 'nproc_per_node'?")
 
 
@@ -252,7 +245,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_keys(tmp_path):
 def test_invalid_value_in_a_file_names_the_file_and_key(pliant, tmp_path):
     (tmp_path / "pliant.toml").write_text('nnodes = "3:2"\n')
 
-    assert_config_error(pliant("config"),
+    assert_user_error(pliant("config"),
                         f"invalid nnodes '3:2' (from {tmp_path}/pliant.toml key 'nnodes')",
                         "MIN <= MAX")
 
@@ -269,14 +262,14 @@ def test_malformed_toml_is_a_clear_error(pliant, tmp_path, name):
     path = tmp_path / name
     path.write_text("[tool.pliant]\nmax_restarts = = 3\n")
 
-    assert_config_error(pliant("config"), f"config file '{path}'", "is not valid TOML",
+    assert_user_error(pliant("config"), f"config file '{path}'", "is not valid TOML",
                         "line 2")
 
 
 def test_tool_pliant_that_is_not_a_table_is_a_clear_error(pliant, tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool]\npliant = "yes"\n')
 
-    assert_config_error(pliant("config"), "[tool.pliant]", "must be a table")
+    assert_user_error(pliant("config"), "[tool.pliant]", "must be a table")
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -285,7 +278,7 @@ def test_missing_config_file_is_a_clear_error(pliant, tmp_path, how):
     args, env, source = ((["--config", str(missing)], {}, "from flag --config") if how == "flag"
                          else ([], {"PLIANT_CONFIG": str(missing)}, "from env PLIANT_CONFIG"))
 
-    assert_config_error(pliant("config", *args, env=env),
+    assert_user_error(pliant("config", *args, env=env),
                         f"cannot read config file '{missing}' ({source})",
                         "No such file or directory")
 
@@ -295,10 +288,10 @@ def test_unreadable_config_file_is_a_clear_error(pliant, tmp_path):
     unreadable = tmp_path / "conf.toml"
     unreadable.mkdir()
 
-    assert_config_error(pliant("config", "--config", str(unreadable)),
+    assert_user_error(pliant("config", "--config", str(unreadable)),
                         f"cannot read config file '{unreadable}'", "Is a directory")
 
 
 def test_invalid_env_value_names_the_variable(pliant):
-    assert_config_error(pliant("config", env={"PET_NPROC_PER_NODE": "many"}),
+    assert_user_error(pliant("config", env={"PET_NPROC_PER_NODE": "many"}),
                         "invalid nproc_per_node 'many' (from env PET_NPROC_PER_NODE)")

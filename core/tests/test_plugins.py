@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_assertions import assert_user_error
 from pliant.errors import PluginError
 from pliant.plugins import KINDS, PluginManager
 
@@ -74,15 +75,6 @@ def listed(result: Any) -> dict[str, dict[str, Any]]:
     """``pliant plugins --json`` output, by plugin name."""
     assert result.returncode == 0, result
     return {info["name"]: info for info in json.loads(result.stdout)}
-
-
-def assert_user_error(result: Any, *fragments: str) -> None:
-    """Exit code 2, a one-paragraph message holding every fragment, no traceback."""
-    assert result.returncode == 2, result
-    assert result.stderr.startswith("pliant: error: "), result
-    assert "Traceback" not in result.output, result
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
 
 
 def assert_ran(result: Any) -> None:
