@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
-from pliant_e2e import run_pliant
+from pliant_e2e import PLIANT, run_pliant
 
 
 def _records(out: Path) -> dict[str, dict]:
@@ -271,3 +272,16 @@ def test_a_worker_killed_by_a_signal_is_reported_with_it(tmp_path: Path) -> None
     assert result.returncode == 128 + 9
     assert "killed by SIGKILL (signal 9" in result.stderr
     assert "rank       : 1 (local rank 1)" in result.stderr
+
+
+def test_progress_bars_redraw_with_their_prefix(tmp_path: Path) -> None:
+    script = tmp_path / "bar.py"
+    script.write_text(
+        "import sys\n"
+        "for i in range(3):\n"
+        "    sys.stdout.write(f'\\rstep {i}/3'); sys.stdout.flush()\n"
+        "sys.stdout.write('\\r\\ndone\\n')\n")
+    result = subprocess.run([PLIANT, "run", str(script)], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # Each redraw is shown as it comes, prefixed; \r\n still ends one line.
+    assert result.stdout == b"[0:0] step 0/3\r[0:0] step 1/3\r[0:0] step 2/3\r\n[0:0] done\n"

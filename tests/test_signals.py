@@ -112,3 +112,18 @@ def test_signal_during_a_restart_is_not_lost(start_pliant: Start, tmp_path: Path
     agent.wait(timeout=30)
     assert agent.returncode == 128 + signal.SIGTERM
     assert not (out / "start_1_0").exists() and not (out / "start_1_1").exists()
+
+
+def test_second_signal_kills_without_waiting(start_pliant: Start, workers: Path,
+                                             out: Path) -> None:
+    agent = start_pliant("run", "--nproc-per-node", "2", "--shutdown-timeout", "60",
+                         str(workers / "sleeper.py"),
+                         env={"OUT_DIR": str(out), "TRAP": "0", "IGNORE_TERM": "1"})
+    pids = _pids(out)
+    agent.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert agent.poll() is None  # waiting for the workers, which ignore SIGTERM
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=10)  # far less than --shutdown-timeout
+    assert agent.returncode == 128 + signal.SIGTERM
+    assert not any(pid_alive(p) for p in pids)

@@ -146,6 +146,8 @@ class LocalElasticAgent:
         spec = self._spec
         attempt_number = 0
         while True:
+            if self._signal_received:  # it came while the last group stopped: start nothing
+                self._on_signal()
             info = self._rendezvous()
             attempt = self._start_workers(info, attempt_number)
             attempt_number += 1
@@ -381,15 +383,18 @@ class LocalElasticAgent:
             proc.send(sig)
         deadline = time.monotonic() + self._spec.shutdown_timeout
         waiting = {i for i, p in enumerate(attempt.procs) if p.returncode is None}
+        signals_before = len(self._signal_received)
         while waiting and (left := deadline - time.monotonic()) > 0:
-            exited = self._next_events(left)  # a signal now is handled once stopped
-            for local_rank in exited:
+            for local_rank in self._next_events(left):
                 waiting.discard(local_rank)
                 attempt.procs[local_rank].reap()
+            if signals_before and len(self._signal_received) > signals_before:
+                log.info("second signal: killing the workers now")
+                break  # a second Ctrl-C does not wait out --shutdown-timeout
         for proc in attempt.procs:
             if proc.returncode is None:
-                log.warning("worker pid %d ignored signal %d for %.1fs; sending SIGKILL",
-                            proc.pid, sig, self._spec.shutdown_timeout)
+                log.warning("worker pid %d is still running after signal %d; sending SIGKILL",
+                            proc.pid, sig)
                 proc.send(signal.SIGKILL)
                 proc.reap()
             signal_tree(proc.pid, signal.SIGKILL)  # what the worker left behind in its group

@@ -9,12 +9,14 @@ console goes through a pipe the agent reads, so every line gets its prefix.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from typing import IO, BinaryIO
 
 __all__ = ["StreamRoute", "route_stream"]
 
 STDOUT, STDERR = 1, 2
+_LINE_END = re.compile(rb"(\r\n|\r|\n)")
 
 
 class StreamRoute:
@@ -71,10 +73,16 @@ class StreamRoute:
             self.file.write(data)
             self.file.flush()
         if self.console is not None:
-            lines = (self._partial + data).split(b"\n")
-            self._partial = lines.pop()
-            if lines:
-                self._show(b"".join(self.prefix + line + b"\n" for line in lines))
+            # A line ends at \n, and also at a lone \r, so that progress bars (tqdm) redraw
+            # in place with their prefix instead of waiting for the end of the epoch.
+            text = self._partial + data
+            hold = text.endswith(b"\r")  # may be the first half of \r\n
+            pieces = _LINE_END.split(text[:-1] if hold else text)
+            self._partial = pieces.pop() + (b"\r" if hold else b"")
+            if pieces:
+                self._show(b"".join(self.prefix + pieces[i] + pieces[i + 1]
+                                    for i in range(0, len(pieces), 2)
+                                    if pieces[i] or pieces[i + 1] != b"\r"))
 
     def _flush_partial(self) -> None:
         if self._partial and self.console is not None:
