@@ -65,7 +65,8 @@ def test_unknown_flag(pliant, script):
 
 
 def test_missing_script_argument(pliant):
-    assert_user_error(pliant("run", "--nproc-per-node", "2"), "SCRIPT")
+    assert_user_error(pliant("run", "--nproc-per-node", "2"),
+                      "pliant run needs the script to launch")
 
 
 def test_flags_after_the_script_belong_to_the_script(pliant, tmp_path):

@@ -61,7 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          allow_abbrev=False,
                          description="Launch SCRIPT on this node's workers and keep them running.")
     _add_setting_flags(run)
-    run.add_argument("training_script", metavar="SCRIPT",
+    run.add_argument("training_script", metavar="SCRIPT", nargs="?",
                      help="The script (or module with -m, or program with --no-python).")
     run.add_argument("training_script_args", nargs=argparse.REMAINDER, metavar="...",
                      help="Passed to the script unchanged.")
@@ -204,6 +204,9 @@ def _run(ns: argparse.Namespace) -> int:
     from pliant.agent.report import exit_code, format_report, signal_exit_code
     from pliant.rendezvous import RendezvousParameters
 
+    if ns.training_script is None:
+        raise UsageError("pliant run needs the script to launch, as torchrun does: "
+                         "pliant run --nproc-per-node 2 train.py [ARGS...]")
     cfg = _load_config(ns)
     _setup_logging(cfg["debug"])
     nproc = _nproc(cfg)
