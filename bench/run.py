@@ -39,6 +39,11 @@ Measures:
     exits; the last value read is the peak, since VmHWM never decreases.
     Reported in MB (10^6 bytes). Target: pliant <= 40 MB (torchrun shown).
 
+(d) restart reliability: ``--standalone --nproc-per-node 2 --max-restarts 1
+    workers/gloo_restart.py``, a gloo group that loses rank 1 once after it
+    formed; the figure is how many of the tries end with exit code 0 (a try
+    that runs past 120 s counts as failed). Target: pliant succeeds every time.
+
 Writes ``bench/results/bench.md`` (the table, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
 Exits 0 whatever the timings; non-zero only when a launcher fails (non-zero
@@ -214,6 +219,35 @@ def read_vmhwm_kb(status: Path) -> int:
     return 0
 
 
+RELIABILITY_TIMEOUT_S = 120.0
+
+
+def restart_succeeds(launcher: str, scratch: Path) -> bool:
+    """(d) One try: does a gloo group that lost a worker come back and finish?"""
+    argv = [*LAUNCHERS[launcher], *COMMON_FLAGS, "--max-restarts", "1",
+            str(WORKERS / "gloo_restart.py")]
+    try:
+        done = subprocess.run(argv, cwd=scratch, env=launcher_env(), capture_output=True,
+                              timeout=RELIABILITY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def run_reliability(tries: int) -> dict[str, dict[str, int]]:
+    """``tries`` tries per launcher, alternated; successes and tries by launcher."""
+    results = {name: {"succeeded": 0, "tries": 0} for name in LAUNCHERS}
+    for round_no in range(tries):
+        for launcher in LAUNCHERS:
+            with tempfile.TemporaryDirectory(prefix="pliant-bench-gloo-") as tmp:
+                ok = restart_succeeds(launcher, Path(tmp))
+            results[launcher]["tries"] += 1
+            results[launcher]["succeeded"] += ok
+            print(f"  gloo      round {round_no + 1}/{tries}  {launcher:<8} "
+                  f"{'recovered' if ok else 'FAILED'}", flush=True)
+    return results
+
+
 MEASURES = [
     Measure("launch", "(a) launch to exit, standalone, 2 workers", "s",
             "ratio <= 0.10", lambda t, p: p / t <= 0.10, sample_launch),
@@ -327,13 +361,19 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:.1f} MB" if unit == "MB" else f"{value:.3f} s"
 
 
-def markdown(results: dict[str, Summary], facts: dict[str, Any], repeat: int) -> str:
+def markdown(results: dict[str, Summary], reliability: dict[str, dict[str, int]],
+             facts: dict[str, Any], repeat: int) -> str:
     rows = ["| measure | torchrun median | pliant median | ratio pliant/torchrun | target | met? |",
             "|---|---|---|---|---|---|"]
     for r in results.values():
         rows.append(f"| {r.title} | {fmt(r.torchrun_median, r.unit)} "
                     f"| {fmt(r.pliant_median, r.unit)} | {r.ratio:.3f} | {r.target} "
                     f"| {'yes' if r.met else 'NO'} |")
+    rows += ["", "| measure | torchrun | pliant | target | met? |", "|---|---|---|---|---|"]
+    t, p = reliability["torchrun"], reliability["pliant"]
+    rows.append(f"| (d) gloo group recovers after a worker crash (runs that exit 0) "
+                f"| {t['succeeded']}/{t['tries']} | {p['succeeded']}/{p['tries']} "
+                f"| pliant every time | {'yes' if p['succeeded'] == p['tries'] else 'NO'} |")
     load = f"{facts['loadavg_at_start'][0]:.2f} -> {facts['loadavg_at_end'][0]:.2f}"
     header = (f"# pliant vs torchrun\n\n"
               f"{facts['date']}; {facts['nproc']} CPUs ({facts['cpu']}); Python {facts['python']}; "
@@ -345,12 +385,14 @@ def markdown(results: dict[str, Summary], facts: dict[str, Any], repeat: int) ->
     return header + "\n".join(rows) + "\n"
 
 
-def write_reports(results: dict[str, Summary], facts: dict[str, Any], repeat: int) -> str:
+def write_reports(results: dict[str, Summary], reliability: dict[str, dict[str, int]],
+                  facts: dict[str, Any], repeat: int) -> str:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table = markdown(results, facts, repeat)
+    table = markdown(results, reliability, facts, repeat)
     (RESULTS / "bench.md").write_text(table)
     document = {"machine": facts, "repeat": repeat,
-                "measures": {key: asdict(summary) for key, summary in results.items()}}
+                "measures": {key: asdict(summary) for key, summary in results.items()},
+                "restart_reliability": reliability}
     (RESULTS / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
     return table
 
@@ -362,6 +404,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark pliant against torchrun.")
     parser.add_argument("--repeat", type=int, default=7, metavar="N",
                         help="runs per launcher and measure (at least 5; default 7)")
+    parser.add_argument("--tries", type=int, default=6, metavar="N",
+                        help="tries per launcher for the restart reliability measure (default 6)")
     ns = parser.parse_args(argv)
     if ns.repeat < 5:
         parser.error("--repeat must be at least 5 (the figures are medians of >= 5 runs)")
@@ -384,12 +428,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{measure.title}:", flush=True)
             run_measure(measure, ns.repeat)
             results[measure.key] = summarize(measure)
+        print("(d) gloo restart reliability:", flush=True)
+        reliability = run_reliability(ns.tries)
         facts["loadavg_at_end"] = os.getloadavg()
     except LauncherError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     print()
-    print(write_reports(results, facts, ns.repeat), end="")
+    print(write_reports(results, reliability, facts, ns.repeat), end="")
     return 0
 
 
