@@ -71,6 +71,8 @@ class LocalElasticAgent:
     ``run()`` returns a :class:`~pliant.agent.api.RunResult`: succeeded once
     every worker exited 0, failed when a worker failed and no restart is left.
     A handled signal stops the workers and raises :class:`SignalException`.
+    ``exit_barrier_timeout`` is accepted for torch compatibility; one node has
+    no exit barrier to wait at.
     """
 
     def __init__(
