@@ -152,10 +152,9 @@ def _close_match(word: str, choices: Sequence[str], n: int, cutoff: float) -> li
 
 @dataclass(frozen=True)
 class Value:
-    """A resolved value, the raw text or TOML value it came from, and its source."""
+    """A resolved value and its source."""
 
     value: Any
-    raw: Any
     source: str
 
 
@@ -179,8 +178,6 @@ class Config:
     def items(self) -> list[tuple[str, Value]]:
         return list(self._values.items())
 
-    def raw(self, name: str) -> Any:
-        return self._values[name].raw
 
 
 def _parse(setting: Setting, raw: Any, source: str) -> Any:
@@ -263,7 +260,7 @@ def load(
     ``flags`` maps setting names to the raw values given on the command line;
     ``explicit_file`` is ``(path, source)`` from ``--config`` or ``PLIANT_CONFIG``.
     """
-    values = {s.name: Value(s.default, None, "default") for s in CORE_SETTINGS}
+    values = {s.name: Value(s.default, "default") for s in CORE_SETTINGS}
 
     found = find_config_file(explicit_file, cwd)
     file_path = None
@@ -275,7 +272,7 @@ def load(
             if name not in _BY_NAME:
                 raise _unknown_key(key, list(_BY_NAME), where)
             source = f"{where} key {key!r}"
-            values[name] = Value(_parse(_BY_NAME[name], raw, source), raw, source)
+            values[name] = Value(_parse(_BY_NAME[name], raw, source), source)
 
     for setting in CORE_SETTINGS:
         upper = setting.name.upper()
@@ -283,13 +280,13 @@ def load(
             if var in env:
                 source = f"env {var}"
                 raw = env[var]
-                values[setting.name] = Value(_parse(setting, raw, source), raw, source)
+                values[setting.name] = Value(_parse(setting, raw, source), source)
                 break
 
     for name, raw in flags.items():
         setting = _BY_NAME[name]
         source = f"flag {setting.flag}"
-        values[name] = Value(_parse(setting, raw, source), raw, source)
+        values[name] = Value(_parse(setting, raw, source), source)
 
     return Config(values, file_path)
 
