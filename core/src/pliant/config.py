@@ -179,7 +179,6 @@ class Config:
         return list(self._values.items())
 
 
-
 def _parse(setting: Setting, raw: Any, source: str) -> Any:
     try:
         return setting.parse(raw)
