@@ -4,7 +4,9 @@ Subcommands:
 
 * ``pliant run [flags] SCRIPT [ARGS...]`` launches and watches the workers;
 * ``pliant plugins [--json]`` lists the plugins and whether they loaded;
-* ``pliant config [flags]`` prints every effective setting and its source.
+* ``pliant config [flags]`` prints every effective setting and its source;
+* ``pliant store [--backend c10d] [--host H] [--port P]`` runs a standalone
+  rendezvous store, so the coordination point need not live in a training node.
 
 A mistake the user can fix ends with a one-paragraph message and exit code 2,
 never a traceback (``--debug`` or ``PLIANT_DEBUG=1`` shows one).
@@ -31,7 +33,8 @@ log = logging.getLogger("pliant")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        command = next((a for a in sys.argv[1:2] if a in ("run", "plugins", "config")), "")
+        command = next((a for a in sys.argv[1:2] if a in ("run", "plugins", "config", "store")),
+                       "")
         prog = f"pliant {command}".strip() if self.prog == "pliant" else self.prog
         raise UsageError(f"{message}\nSee '{prog} --help' for the flags it takes.")
 
@@ -77,6 +80,14 @@ def _build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="Print every effective setting and its source.",
                           allow_abbrev=False)
     _add_setting_flags(show)
+    store = sub.add_parser(
+        "store", allow_abbrev=False,
+        help="Run a standalone rendezvous store (agents then use --rdzv-endpoint HOST:PORT).")
+    store.add_argument("--backend", default=None, metavar="NAME",
+                       help="The rendezvous backend whose store to run (default: c10d).")
+    store.add_argument("--host", default="0.0.0.0", help="Address to listen on (default: all).")
+    store.add_argument("--port", type=int, default=29400,
+                       help="Port to listen on (default: 29400; 0 picks a free one).")
     return parser
 
 
@@ -202,7 +213,7 @@ def _build_sinks(cfg: config.Config, pm: Any) -> list[Any]:
 def _run(ns: argparse.Namespace) -> int:
     from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
     from pliant.agent.report import exit_code, format_report, signal_exit_code
-    from pliant.rendezvous import RendezvousParameters
+    from pliant.rendezvous import RendezvousError, RendezvousParameters
 
     if ns.training_script is None:
         raise UsageError("pliant run needs the script to launch, as torchrun does: "
@@ -249,6 +260,10 @@ def _run(ns: argparse.Namespace) -> int:
         result = agent.run()
     except SignalException as exc:
         return signal_exit_code(exc.sigval)
+    except RendezvousError as exc:
+        # The workers are stopped; a rendezvous failure is the job's failure, not a usage error.
+        print(f"pliant: rendezvous error: {exc}", file=sys.stderr)
+        return 1
     finally:
         for timer in timers:
             timer.stop()
@@ -317,6 +332,21 @@ def _show(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+def _store(ns: argparse.Namespace) -> int:
+    _setup_logging(False)
+    pm = _plugin_manager(_load_config(ns))
+    backend = ns.backend or "c10d"
+    chosen = pm.select("rendezvous", backend, "flag --backend" if ns.backend else
+                       "the default of pliant store", {}, "")
+    serve = getattr(chosen.registration, "serve", None)
+    if serve is None:
+        raise UsageError(f"the {backend!r} rendezvous backend has no standalone store; "
+                         "`pliant store` serves backends whose plugin provides one, such as "
+                         "c10d (pip install pliant-c10d)")
+    serve(ns.host, ns.port)
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
@@ -357,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins(ns)
         if ns.command == "config":
             return _show_config(ns)
+        if ns.command == "store":
+            return _store(ns)
         _build_parser().print_help()
         return 2
     except PliantError as exc:

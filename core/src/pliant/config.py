@@ -62,7 +62,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             metavar="N|MIN:MAX"),
     Setting("nproc_per_node", parse_nproc, 1,
             "Workers per node: an integer, or cpu, gpu or auto.", metavar="N|cpu|gpu|auto"),
-    Setting("rdzv_backend", parse_str, "static",
+    Setting("rdzv_backend", parse_str, "c10d",
             "Rendezvous backend (a plugin name); one node with neither --rdzv-backend nor "
             "--rdzv-endpoint uses 'embedded'.",
             metavar="NAME"),

@@ -49,8 +49,12 @@ class Registration:
 class RendezvousBackend(Registration):
     """``factory(params: RendezvousParameters) -> RendezvousHandler``.
 
-    ``params.config`` holds the validated ``--rdzv-conf`` settings.
+    ``params.config`` holds the validated ``--rdzv-conf`` settings. ``serve``,
+    when given, runs the backend's store in the foreground (``serve(host, port)``)
+    for ``pliant store``: a coordination point outside every training node.
     """
+
+    serve: Callable[[str, int], None] | None = None
 
     kind: ClassVar[str] = "rendezvous backend"
 

@@ -183,6 +183,23 @@ class ProcessFailure:
         when = datetime.fromtimestamp(self.timestamp, timezone.utc)
         return when.isoformat(timespec="milliseconds")
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessFailure:
+        """The inverse of :meth:`as_dict`: a failure reported by another node."""
+        extra = {"py_callstack": data["traceback"]} if data.get("traceback") else {}
+        return cls(
+            local_rank=int(data.get("local_rank", -1)),
+            global_rank=int(data.get("rank", -1)),
+            pid=int(data.get("pid", 0)),
+            exitcode=int(data.get("exitcode", 1)),
+            hostname=str(data.get("hostname", "?")),
+            timestamp=float(data.get("timestamp", time.time())),
+            error_file=str(data.get("error_file", "")),
+            error_file_data={"message": {"message": str(data.get("message", "")),
+                                         "extraInfo": extra}},
+            restart_count=int(data.get("restart_count", 0)),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rank": self.global_rank,

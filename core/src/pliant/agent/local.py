@@ -36,7 +36,14 @@ from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
 from pliant.errors import UsageError
-from pliant.rendezvous.api import RendezvousInfo
+from pliant.rendezvous.api import (
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousGracefulExitError,
+    RendezvousInfo,
+    RoundEnd,
+)
 
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
 
@@ -98,6 +105,7 @@ class LocalElasticAgent:
         self._worker_group = WorkerGroup(spec)
         self._remaining_restarts = spec.max_restarts
         self._restart_count = 0
+        self._uses_local_count = True  # until the rendezvous hands out a job-wide count
         self._hostname = socket.gethostname()
         self._run_dir = ""
         self._keep_run_dir = spec.log_dir is not None
@@ -105,6 +113,7 @@ class LocalElasticAgent:
         self._attempt: _Attempt | None = None
         self._signal_received: list[signal.Signals] = []
         self._wake_r, self._wake_w = -1, -1
+        self._notified = False
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
         return self._worker_group
@@ -146,37 +155,76 @@ class LocalElasticAgent:
 
     def _invoke_run(self) -> RunResult:
         spec = self._spec
+        handler = spec.rdzv_handler
+        assert handler is not None
         attempt_number = 0
         while True:
             if self._signal_received:  # it came while the last group stopped: start nothing
                 self._on_signal()
-            info = self._rendezvous()
+            try:
+                info = self._rendezvous()
+            except RendezvousGracefulExitError as exc:
+                log.info("[%s] leaving without running: %s", spec.role, exc)
+                self._worker_group.state = WorkerState.SUCCEEDED
+                return RunResult(WorkerState.SUCCEEDED, restart_count=self._restart_count)
             attempt = self._start_workers(info, attempt_number)
             attempt_number += 1
             outcome = self._monitor(attempt)
             if outcome == WorkerState.SUCCEEDED:
                 self._close_attempt(attempt)
+                handler.report_success()
                 self._worker_group.state = WorkerState.SUCCEEDED
                 self._emit("run_succeeded")
                 return RunResult(WorkerState.SUCCEEDED, self._return_values(attempt),
                                  restart_count=self._restart_count)
             self._stop(attempt, signal.SIGTERM)
-            if outcome == WorkerState.UNHEALTHY:  # membership change: not a failure
-                continue
-            if self._remaining_restarts > 0:
-                self._remaining_restarts -= 1
-                self._restart_count += 1
+            if outcome == WorkerState.UNHEALTHY:
+                end = handler.round_end()
+            else:
                 root = min(attempt.failures.values(), key=lambda f: f.timestamp)
-                log.info("[%s] worker group failed (rank %d %s); restarting, attempt %d of %d",
-                         spec.role, root.global_rank, root.message.splitlines()[0][:200],
-                         self._restart_count + 1, spec.max_restarts + 1)
-                self._emit("restart", reason=root.message[:500], failed_rank=root.global_rank)
-                metrics.put_metric("restarts", 1, "pliant.agent")
+                end = handler.report_failure(root.as_dict(), restart=self._remaining_restarts > 0)
+            if end is None:  # a handler that cannot notify: nodes are waiting to join
+                log.info("[%s] new nodes are waiting; restarting the group to admit them",
+                         spec.role)
                 continue
-            self._worker_group.state = WorkerState.FAILED
-            self._emit("run_failed")
-            return RunResult(WorkerState.FAILED, failures=attempt.failures,
+            if end.restart:
+                self._on_restart(end)
+                continue
+            return self._on_round_failed(end, attempt)
+
+    def _on_restart(self, end: RoundEnd) -> None:
+        spec = self._spec
+        if end.reason == "failure":
+            if self._uses_local_count:
+                self._restart_count += 1
+                self._remaining_restarts -= 1
+            failure = end.failure or {}
+            message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
+            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, attempt %d of %d",
+                     spec.role, failure.get("rank", "?"), failure.get("hostname", "?"), message,
+                     self._restart_count + 2 - int(self._uses_local_count),
+                     spec.max_restarts + 1)
+            self._emit("restart", reason=end.message[:500], failed_rank=failure.get("rank", -1))
+            metrics.put_metric("restarts", 1, "pliant.agent")
+        else:
+            log.info("[%s] membership change: %s; forming a new round", spec.role, end.message)
+            self._emit("membership_change", reason=end.reason, message=end.message[:500])
+
+    def _on_round_failed(self, end: RoundEnd, attempt: _Attempt) -> RunResult:
+        """The round ended and no new one follows: a job-wide failure, or an error."""
+        self._worker_group.state = WorkerState.FAILED
+        self._emit("run_failed", reason=end.reason)
+        if end.reason in ("failure", "failed"):
+            failures = dict(attempt.failures)
+            if end.failure is not None and not failures:
+                remote = ProcessFailure.from_dict(end.failure)
+                failures[remote.global_rank] = remote
+            return RunResult(WorkerState.FAILED, failures=failures,
                              restart_count=self._restart_count)
+        error = RendezvousConnectionError if end.reason == "store" else RendezvousClosedError
+        if end.reason not in ("store", "closed"):
+            error = RendezvousError
+        raise error(end.message)
 
     # -- rendezvous and start ----------------------------------------------------------
 
@@ -185,6 +233,11 @@ class LocalElasticAgent:
         assert spec.rdzv_handler is not None
         start = time.perf_counter()
         info = spec.rdzv_handler.next_rendezvous()
+        if info.restart_count is not None:  # job-wide: the same on every node
+            self._uses_local_count = False
+            self._restart_count = info.restart_count
+            self._remaining_restarts = max(spec.max_restarts - info.restart_count, 0)
+        self._notified = spec.rdzv_handler.on_change(self._wake)
         group = self._worker_group
         group.group_rank, group.group_world_size = info.rank, info.world_size
         group.master_addr, group.master_port = info.master_addr, info.master_port
@@ -296,7 +349,7 @@ class LocalElasticAgent:
         """Sleep until the group succeeds, a worker fails, or nodes wait to join."""
         spec = self._spec
         assert self._selector is not None and spec.rdzv_handler is not None
-        poll = spec.rdzv_handler.polls_membership
+        poll = spec.rdzv_handler.polls_membership and not self._notified
         running = len(attempt.procs)
         while True:
             if self._signal_received:  # also one that arrived while the last group stopped
@@ -316,9 +369,9 @@ class LocalElasticAgent:
                 return WorkerState.FAILED
             if running == 0:
                 return WorkerState.SUCCEEDED
+            if self._notified and spec.rdzv_handler.round_end() is not None:
+                return WorkerState.UNHEALTHY
             if poll and spec.rdzv_handler.num_nodes_waiting() > 0:
-                log.info("[%s] new nodes are waiting; restarting the group to admit them",
-                         spec.role)
                 return WorkerState.UNHEALTHY
 
     def _next_events(self, timeout: float | None) -> list[int]:
@@ -422,27 +475,35 @@ class LocalElasticAgent:
 
     @contextmanager
     def _signals_handled(self) -> Iterator[None]:
+        """Signals, and the rendezvous's notifications, wake the selector through one pipe."""
         import threading
 
         assert self._selector is not None
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may install signal handlers
-            return
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        previous = {sig: signal.signal(sig, self._handle_signal) for sig in self._signals}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # only the main thread may install signal handlers
+            previous = {sig: signal.signal(sig, self._handle_signal) for sig in self._signals}
         try:
             yield
         finally:
+            assert self._spec.rdzv_handler is not None
+            self._spec.rdzv_handler.on_change(None)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            wake_w, self._wake_w = self._wake_w, -1
             os.close(self._wake_r)
-            os.close(self._wake_w)
+            os.close(wake_w)
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
         self._signal_received.append(signal.Signals(signum))
-        with suppress(BlockingIOError):
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the selector (from a signal handler or another thread)."""
+        with suppress(OSError):
             os.write(self._wake_w, b"\0")
 
     def _read_wake(self) -> None:

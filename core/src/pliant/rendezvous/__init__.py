@@ -12,6 +12,7 @@ from pliant.rendezvous.api import (
     RendezvousParameters,
     RendezvousStateError,
     RendezvousTimeoutError,
+    RoundEnd,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "RendezvousParameters",
     "RendezvousStateError",
     "RendezvousTimeoutError",
+    "RoundEnd",
     "create_handler",
 ]
 

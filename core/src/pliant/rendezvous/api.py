@@ -9,7 +9,8 @@ node its rank, the world size, and where the workers of this round meet
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pliant.errors import PliantError
@@ -24,6 +25,7 @@ __all__ = [
     "RendezvousParameters",
     "RendezvousStateError",
     "RendezvousTimeoutError",
+    "RoundEnd",
 ]
 
 
@@ -66,6 +68,37 @@ class RendezvousInfo:
     master_port: int
     round: int = 0
     store: Any = None
+    #: The job-wide restart count, when the backend keeps one (the same on every
+    #: node); None lets the agent count its own restarts, as torch does.
+    restart_count: int | None = None
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    """Why a running round ended, as every node of the job sees it.
+
+    ``reason`` is one of ``failure`` (a worker failed; restart), ``failed`` (a
+    worker failed and no restart is left), ``join`` (a node arrived), ``dead``
+    (a node stopped sending heartbeats), ``lost`` (too few nodes remain),
+    ``succeeded`` (every node finished), ``closed`` (``set_closed``), ``store``
+    (the store cannot be reached). ``restart`` says whether the nodes form a
+    new round; ``failure`` is the root cause's :meth:`ProcessFailure.as_dict`;
+    ``survivors`` is how many nodes the next round expects back.
+    """
+
+    reason: str
+    message: str
+    restart: bool
+    failure: dict[str, Any] | None = None
+    survivors: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundEnd:
+        names = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise RendezvousStateError(f"not a round outcome: {data!r:.200}") from exc
 
 
 class RendezvousParameters:
@@ -162,3 +195,30 @@ class RendezvousHandler(ABC):
     def use_agent_store(self) -> bool:
         """Whether workers share a store hosted by the agent (pliant's don't)."""
         return False
+
+    # -- pliant's extensions: optional, with defaults that keep torch's behaviour ----------
+
+    def on_change(self, wake: Callable[[], None] | None) -> bool:
+        """Call ``wake`` (from any thread) when the running round ends.
+
+        Returns False when the handler cannot notify; the agent then asks
+        :meth:`num_nodes_waiting` every monitor interval, as torch's does.
+        """
+        return False
+
+    def round_end(self) -> RoundEnd | None:
+        """Why the running round ended; None while it runs."""
+        return None
+
+    def report_failure(self, failure: dict[str, Any], restart: bool) -> RoundEnd:
+        """A worker on this node failed: end the round for every node.
+
+        ``restart`` says whether the job-wide budget allows another attempt.
+        Returns the outcome every node sees (another node's report may have
+        come first).
+        """
+        return RoundEnd("failure" if restart else "failed", str(failure.get("message", "")),
+                        restart=restart, failure=failure)
+
+    def report_success(self) -> None:  # noqa: B027 - optional
+        """Every worker on this node exited 0."""

@@ -1,0 +1,644 @@
+"""The elastic rendezvous protocol, written once for every store backend.
+
+Nodes meet in numbered *rounds*. Every key of a run lives under
+``pliant/<run_id>/``; round ``k`` uses these:
+
+``k/joined``
+    an atomic counter. Joining is one ``add``: the result is the node's join
+    number, so a burst of N joins costs N operations and no failed
+    compare-and-set. Closing the round adds :data:`CLOSED`; a node whose number
+    is above it knows the round is closed without another read.
+``k/join/<i>``
+    the record of the i-th node to join (its id, host, address and a free port).
+``k/min``
+    exists once ``min_nodes`` have joined: the start of the last call.
+``k/done``
+    the outcome, written by the one node that closed the round: the nodes in
+    rank order, where the workers meet, and the job-wide restart count.
+``k/over``
+    why the round ended (a worker failed, a node arrived or died, the job
+    succeeded). The first writer wins a compare-and-set; every running agent
+    waits on this one key, so a change reaches all of them as one notification.
+``k/extra``
+    how many nodes arrived while round ``k - 1`` ran: the next round waits for
+    them as well as for the survivors, with no last call.
+
+Round-level keys: ``meta`` (the job's min and max nodes: agents that disagree
+are refused), ``round`` (where a newcomer starts looking), ``closed``, and
+``beat/<node>`` (heartbeats). Each node watches one other node, the next in
+rank order, so liveness costs O(1) per node.
+
+A round completes as soon as ``max_nodes`` have joined; as soon as every
+node expected back (the survivors of the last round and the nodes that were
+waiting) has rejoined; or ``last_call_timeout`` after ``min_nodes`` joined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pliant.rendezvous.api import (
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousGracefulExitError,
+    RendezvousHandler,
+    RendezvousInfo,
+    RendezvousParameters,
+    RendezvousStateError,
+    RendezvousTimeoutError,
+    RoundEnd,
+)
+from pliant.rendezvous.store import RendezvousStore
+from pliant.settings import Setting, parse_float, parse_int
+
+__all__ = ["CLOSED", "ELASTIC_SETTINGS", "PROTOCOL_VERSION", "ElasticRendezvousHandler",
+           "Timeouts"]
+
+log = logging.getLogger("pliant.rendezvous")
+
+#: Stored in every value; a value with another version is refused, not misread.
+PROTOCOL_VERSION = 1
+#: Added to a round's join counter to close it, and to a heartbeat counter when
+#: a node leaves normally.
+CLOSED = 1 << 40
+#: How often a waiting node says how the round is going.
+PROGRESS_INTERVAL = 5.0
+
+ELASTIC_SETTINGS: tuple[Setting, ...] = (
+    Setting("join_timeout", parse_float(minimum=0.0), 600.0,
+            "Seconds to wait for min_nodes to join a round before failing. Long on purpose: a "
+            "scheduler may take minutes to start every node."),
+    Setting("last_call_timeout", parse_float(minimum=0.0), 2.0,
+            "Seconds a round stays open for more nodes once min_nodes joined. Only the first "
+            "round and late arrivals wait for it: a re-rendezvous completes as soon as the "
+            "nodes expected back have joined. torch waits 30 s every time."),
+    Setting("close_timeout", parse_float(minimum=0.0), 10.0,
+            "Seconds to wait for the node closing a round to publish it."),
+    Setting("keep_alive_interval", parse_float(minimum=0.01), 1.0,
+            "Seconds between heartbeats. A node is declared dead after keep_alive_interval x "
+            "keep_alive_max_attempt without one (torch: 5 s x 3 = 15 s)."),
+    Setting("keep_alive_max_attempt", parse_int(minimum=1), 3,
+            "Heartbeats a node may miss before it is declared dead."),
+    Setting("read_timeout", parse_float(minimum=0.1), 10.0,
+            "Seconds one store operation may take before the store counts as unreachable."),
+)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The protocol's timing, from ``--rdzv-conf`` (torch's keys and meanings)."""
+
+    join_timeout: float = 600.0
+    last_call_timeout: float = 2.0
+    close_timeout: float = 10.0
+    keep_alive_interval: float = 1.0
+    keep_alive_max_attempt: int = 3
+    read_timeout: float = 10.0
+
+    @classmethod
+    def from_params(cls, params: RendezvousParameters) -> Timeouts:
+        defaults = cls()
+        values = {}
+        for name, default in asdict(defaults).items():
+            getter = params.get_as_int if isinstance(default, int) else params.get_as_float
+            values[name] = getter(name, default)
+        return cls(**values)
+
+    @property
+    def dead_after(self) -> float:
+        """Silence after which a node counts as dead. At least two intervals, so that one
+        heartbeat arriving late is never a death."""
+        return self.keep_alive_interval * max(self.keep_alive_max_attempt, 2)
+
+
+class _Keys:
+    def __init__(self, run_id: str) -> None:
+        self.prefix = f"pliant/{run_id}/"
+        p = self.prefix
+        self.meta, self.current, self.closed = p + "meta", p + "round", p + "closed"
+
+    def of(self, k: int, name: str) -> str:
+        return f"{self.prefix}{k}/{name}"
+
+    def slot(self, k: int, i: int) -> str:
+        return f"{self.prefix}{k}/join/{i}"
+
+    def beat(self, node_id: str) -> str:
+        return f"{self.prefix}beat/{node_id}"
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return json.dumps({"v": PROTOCOL_VERSION, **value}, separators=(",", ":")).encode()
+
+
+def _route_addr(endpoint_host: str) -> str:
+    """The local address on the route to the store: the one other nodes can reach."""
+    try:
+        info = socket.getaddrinfo(endpoint_host or "127.0.0.1", 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(info[0], socket.SOCK_DGRAM) as sock:
+            sock.connect(info[4])
+            return str(sock.getsockname()[0])
+    except OSError:
+        return socket.gethostname()
+
+
+def _free_port(addr: str) -> int:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((addr, 0))
+            return int(sock.getsockname()[1])
+    except OSError:  # a host name, not an address: any local port will do
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("", 0))
+            return int(sock.getsockname()[1])
+
+
+class ElasticRendezvousHandler(RendezvousHandler):
+    """torch's ``RendezvousHandler`` over any :class:`RendezvousStore`.
+
+    ``next_rendezvous`` joins the next round and returns this node's rank. While
+    the round runs, a keep-alive thread beats, watches the next node's
+    heartbeat, and waits on the round's ``over`` key; when the round ends, it
+    calls the function given to :meth:`on_change` (the agent's wake-up).
+    """
+
+    polls_membership = False
+
+    def __init__(self, backend: str, store: RendezvousStore, params: RendezvousParameters,
+                 hosts_store: bool = False) -> None:
+        self._backend = backend
+        self._store = store
+        self._run_id = params.run_id
+        self._min, self._max = params.min_nodes, params.max_nodes
+        self.timeouts = Timeouts.from_params(params)
+        self._keys = _Keys(params.run_id)
+        self._hosts_store = hosts_store
+        host = store.endpoint.rsplit(":", 1)[0].strip("[]") if store.endpoint else ""
+        self._addr = params.local_addr or _route_addr(host)
+        self._hostname = socket.gethostname()
+        self.node_id = f"{self._hostname}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._checked_meta = False
+        self._round: int | None = None
+        self._done: dict[str, Any] | None = None
+        self._rank = -1
+        self._end: RoundEnd | None = None
+        self._wake: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._left = False
+
+    # -- torch's interface -------------------------------------------------------------
+
+    def get_backend(self) -> str:
+        return self._backend
+
+    def get_run_id(self) -> str:
+        return self._run_id
+
+    def is_closed(self) -> bool:
+        return self._call(self._store.get, self._keys.closed) is not None
+
+    def set_closed(self) -> None:
+        """Close the job: running agents stop their workers and nodes can no longer join."""
+        self._call(self._store.set, self._keys.closed, b"1")
+        if self._round is not None:
+            self._post_end(RoundEnd("closed", f"the rendezvous of run {self._run_id!r} was "
+                                    "closed (set_closed)", restart=False))
+
+    def num_nodes_waiting(self) -> int:
+        if self._round is None:
+            return 0
+        extra = self._call(self._store.get, self._keys.of(self._round + 1, "extra"))
+        waiting = int(extra) if extra is not None else 0
+        end = self._end
+        return max(waiting, 1) if end is not None and end.restart else waiting
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        self._stop_keep_alive()
+        self._check_meta()
+        if self.is_closed():
+            raise RendezvousClosedError(
+                f"the rendezvous of run {self._run_id!r} at {self._store.endpoint} is closed; "
+                "start the job with a new --rdzv-id")
+        k = self._round + 1 if self._round is not None else self._current_round()
+        self._end, self._done = None, None
+        start = time.monotonic()
+        while True:
+            number = self._call(self._store.add, self._keys.of(k, "joined"), 1)
+            if number <= self._max:
+                break
+            # Round k is closed (it runs), or full: wait for it to end, then join the next.
+            self._wait_as_spare(k, running=number > CLOSED)
+            k += 1
+        done = self._join_round(k, number, start)
+        return self._enter(k, done)
+
+    def shutdown(self) -> bool:
+        """Leave the job. A node that hosts the store keeps it up until the others are done."""
+        self._stop_keep_alive()
+        try:
+            self._leave()
+            if self._hosts_store:
+                self._serve_until_others_leave()
+        except RendezvousError as exc:
+            log.debug("shutdown: %s", exc)
+        self._store.close()
+        return True
+
+    # -- the agent's extensions -------------------------------------------------------------
+
+    def on_change(self, wake: Callable[[], None] | None) -> bool:
+        with self._lock:
+            self._wake = wake
+            ended = self._end is not None
+        if ended and wake is not None:
+            wake()
+        return True
+
+    def round_end(self) -> RoundEnd | None:
+        return self._end
+
+    def report_failure(self, failure: dict[str, Any], restart: bool) -> RoundEnd:
+        """A worker here failed: end the round for every node (the first report wins)."""
+        where = f"{failure.get('hostname', self._hostname)} rank {failure.get('rank', '?')}"
+        end = RoundEnd("failure" if restart else "failed",
+                       f"worker {where} failed: {failure.get('message', '')}"[:1000],
+                       restart=restart, failure=failure, survivors=self._survivors())
+        self._stop_keep_alive()
+        return self._post_end(end)
+
+    def report_success(self) -> None:
+        """Every worker here exited 0: stop beating, and end the round once all nodes are done."""
+        self._stop_keep_alive()
+        if self._round is None or self._done is None:
+            return
+        finished = self._call(self._store.add, self._keys.of(self._round, "succeeded"), 1)
+        self._leave()
+        if finished >= len(self._done["nodes"]):
+            self._post_end(RoundEnd("succeeded", "every node finished", restart=False))
+
+    # -- joining a round ------------------------------------------------------------------
+
+    def _join_round(self, k: int, number: int, start: float) -> dict[str, Any]:
+        keys, t = self._keys, self.timeouts
+        record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
+                  "port": _free_port(self._addr)}
+        self._call(self._store.set, keys.slot(k, number), _encode(record))
+        if number == 1:
+            self._call(self._store.set, keys.current, str(k).encode())
+        if number == self._min:
+            self._call(self._store.compare_set, keys.of(k, "min"), None,
+                       str(time.time()).encode())
+        if number >= self._max or (number >= self._min and number >= self._expected(k)):
+            return self._close(k)
+        if number < self._min and not self._wait_progress(
+                k, keys.of(k, "min"), start + t.join_timeout, "join_timeout"):
+            return self._close(k)
+        min_at = self._get(keys.of(k, "min"))
+        if min_at == b"closed":
+            return self._read_done(k)
+        waited = time.time() - float(min_at or 0.0)
+        deadline = time.monotonic() + max(0.0, t.last_call_timeout - max(waited, 0.0))
+        if not self._wait_progress(k, keys.of(k, "done"), deadline, "last_call_timeout"):
+            return self._close(k)
+        return self._read_done(k)
+
+    def _expected(self, k: int) -> int:
+        """Nodes round k waits for without a last call: the last round's survivors and the
+        nodes that arrived while it ran. Unknown (a first round): ``max_nodes``."""
+        over = self._get(self._keys.of(k - 1, "over")) if k > 0 else None
+        if over is None:
+            return self._max
+        survivors = self._decode(self._keys.of(k - 1, "over"), over).get("survivors", self._max)
+        extra = self._get(self._keys.of(k, "extra"))
+        return int(survivors) + (int(extra) if extra else 0)
+
+    def _close(self, k: int) -> dict[str, Any]:
+        """Close round k. The node whose add comes first publishes the outcome."""
+        keys, store = self._keys, self._store
+        total = self._call(store.add, keys.of(k, "joined"), CLOSED)
+        if total >= 2 * CLOSED:
+            return self._read_done(k)
+        count = min(total - CLOSED, self._max)
+        slots = [keys.slot(k, i) for i in range(1, count + 1)]
+        self._call(store.wait, slots, self.timeouts.read_timeout)
+        nodes = [self._decode(s, v) for s in slots if (v := self._get(s)) is not None]
+        previous = self._get(keys.of(k - 1, "done")) if k > 0 else None
+        prev = self._decode(keys.of(k - 1, "done"), previous) if previous else {}
+        restarts = int(prev.get("restart_count", 0))
+        over = self._get(keys.of(k - 1, "over")) if k > 0 else None
+        if over is not None and self._decode(keys.of(k - 1, "over"), over)["reason"] == "failure":
+            restarts += 1
+        done: dict[str, Any] = {"round": k, "restart_count": restarts}
+        if len(nodes) < self._min:
+            done["error"] = (
+                f"only {len(nodes)} of the {self._min} nodes --nnodes asks for at least joined "
+                f"within join_timeout={self.timeouts.join_timeout:g}s"
+                f"{': ' + ', '.join(n['host'] for n in nodes) if nodes else ''}; start the "
+                "missing nodes, or raise join_timeout with --rdzv-conf")
+        else:
+            done["nodes"] = self._assign_ranks(nodes, prev.get("nodes", []))
+        self._call(store.set, keys.of(k, "done"), _encode(done))
+        self._call(store.compare_set, keys.of(k, "min"), None, b"closed")  # wakes early joiners
+        return done
+
+    @staticmethod
+    def _assign_ranks(nodes: list[dict[str, Any]], previous: list[dict[str, Any]],
+                      ) -> list[dict[str, Any]]:
+        """Nodes keep their last rank where it still exists; newcomers fill the gaps in the
+        order they joined. Host names play no part."""
+        world = len(nodes)
+        old = {n["id"]: rank for rank, n in enumerate(previous)}
+        ranked: list[dict[str, Any] | None] = [None] * world
+        rest = []
+        for node in nodes:
+            rank = old.get(node["id"])
+            if rank is not None and rank < world and ranked[rank] is None:
+                ranked[rank] = node
+            else:
+                rest.append(node)
+        free = iter(i for i, n in enumerate(ranked) if n is None)
+        for node in rest:
+            ranked[next(free)] = node
+        return [n for n in ranked if n is not None]
+
+    def _read_done(self, k: int) -> dict[str, Any]:
+        key = self._keys.of(k, "done")
+        if not self._call(self._store.wait, [key], self.timeouts.close_timeout):
+            raise RendezvousTimeoutError(
+                f"round {k} of run {self._run_id!r} was closed but not published within "
+                f"close_timeout={self.timeouts.close_timeout:g}s; the closing node may have died")
+        value = self._get(key)
+        assert value is not None
+        return self._decode(key, value)
+
+    def _enter(self, k: int, done: dict[str, Any]) -> RendezvousInfo:
+        if "error" in done:
+            raise RendezvousTimeoutError(f"rendezvous of run {self._run_id!r}: {done['error']}")
+        nodes = done["nodes"]
+        ranks = [i for i, n in enumerate(nodes) if n["id"] == self.node_id]
+        if not ranks:
+            raise RendezvousStateError(
+                f"round {k} of run {self._run_id!r} closed without this node's record "
+                f"({self.node_id}); it may have been too slow to write it")
+        self._round, self._done, self._rank = k, done, ranks[0]
+        master = nodes[0]
+        log.info("rendezvous round %d of run %r complete: node rank %d of %d, restart count %d",
+                 k, self._run_id, self._rank, len(nodes), done["restart_count"])
+        self._start_keep_alive()
+        return RendezvousInfo(rank=self._rank, world_size=len(nodes), master_addr=master["addr"],
+                              master_port=int(master["port"]), round=k,
+                              restart_count=int(done["restart_count"]))
+
+    def _wait_as_spare(self, k: int, running: bool) -> None:
+        """Round k runs (or is full): count this node for round k+1, ask the running nodes to
+        make room if the round is below max_nodes, and wait for the round to end."""
+        keys = self._keys
+        done = self._read_done(k)
+        self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+        world = len(done.get("nodes", []))
+        if "error" in done:
+            return
+        if running and world < self._max:
+            self._post_end(RoundEnd("join", f"a node ({self._hostname}) arrived; growing from "
+                                    f"{world} nodes", restart=True, survivors=world), k)
+        else:
+            log.info("round %d of run %r is full (%d of max %d nodes); this node waits as a "
+                     "spare", k, self._run_id, world, self._max)
+        over = keys.of(k, "over")
+        while not self._call(self._store.wait, [over], PROGRESS_INTERVAL * 12):
+            log.info("waiting as a spare for round %d of run %r to end", k, self._run_id)
+        end = self._end_from(over)
+        if end.reason == "succeeded":
+            raise RendezvousGracefulExitError(
+                f"run {self._run_id!r} finished while this node waited to join")
+        if not end.restart:
+            raise RendezvousClosedError(f"run {self._run_id!r} ended while this node waited to "
+                                        f"join: {end.message}")
+
+    def _wait_progress(self, k: int, key: str, deadline: float, timeout_name: str) -> bool:
+        """Wait for ``key``; say every few seconds who joined and how long is left."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._call(self._store.wait, [key], min(left, PROGRESS_INTERVAL)):
+                return True
+            self._log_progress(k, deadline, timeout_name)
+
+    def _log_progress(self, k: int, deadline: float, timeout_name: str) -> None:
+        joined = self._get(self._keys.of(k, "joined"))
+        count = min(int(joined or 0) % CLOSED, self._max)
+        hosts = []
+        for i in range(1, count + 1):
+            value = self._get(self._keys.slot(k, i))
+            if value is not None:
+                hosts.append(self._decode(self._keys.slot(k, i), value).get("host", "?"))
+        log.info("rendezvous round %d of run %r: %d joined (min %d, max %d): %s; %.0f s left "
+                 "before %s", k, self._run_id, count, self._min, self._max,
+                 ", ".join(hosts) or "-", max(0.0, deadline - time.monotonic()), timeout_name)
+
+    # -- the running round: keep-alive and watch --------------------------------------------
+
+    def _start_keep_alive(self) -> None:
+        self._stop = threading.Event()
+        self._left = False
+        self._thread = threading.Thread(target=self._keep_alive, name="pliant-keep-alive",
+                                        args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def _stop_keep_alive(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        assert self._done is not None and self._round is not None
+        k, t = self._round, self.timeouts
+        over = self._keys.of(k, "over")
+        nodes = self._done["nodes"]
+        ring = [n for n in nodes[self._rank + 1:] + nodes[:self._rank]]
+        try:
+            store = self._store.clone()
+        except RendezvousError as exc:
+            self._set_end(RoundEnd("store", str(exc), restart=False))
+            return
+        try:
+            next_beat = 0.0
+            last, changed = None, time.monotonic()
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    store.beat(self._keys.beat(self.node_id))
+                    next_beat = now + t.keep_alive_interval
+                if store.wait([over], t.keep_alive_interval / 2):
+                    self._set_end(self._end_from(over, store))
+                    return
+                while ring:
+                    beat = store.last_beat(self._keys.beat(ring[0]["id"]))
+                    if beat is not None and beat >= CLOSED:  # it left normally
+                        ring.pop(0)
+                        last, changed = None, time.monotonic()
+                        continue
+                    if beat != last:
+                        last, changed = beat, time.monotonic()
+                    elif time.monotonic() - changed > t.dead_after:
+                        self._declare_dead(store, k, ring[0])
+                    break
+        except RendezvousError as exc:
+            if not stop.is_set():
+                self._set_end(RoundEnd("store", str(exc), restart=False))
+        finally:
+            store.close()
+
+    def _declare_dead(self, store: RendezvousStore, k: int, node: dict[str, Any]) -> None:
+        world = len(self._done["nodes"]) if self._done else 0
+        finished = store.get(self._keys.of(k, "succeeded"))
+        survivors = world - 1 - (int(finished) if finished else 0)
+        who = f"node {node['host']} ({node['id']})"
+        silence = f"sent no heartbeat for {self.timeouts.dead_after:g}s"
+        if survivors >= self._min:
+            end = RoundEnd("dead", f"{who} {silence}; continuing with {survivors} nodes",
+                           restart=True, survivors=survivors)
+        else:
+            end = RoundEnd("lost", f"{who} {silence}; {survivors} node(s) remain but --nnodes "
+                           f"needs at least {self._min}", restart=False, survivors=survivors)
+        log.warning("%s", end.message)
+        store.compare_set(self._keys.of(k, "over"), None, _encode(asdict(end)))
+
+    # -- ending a round ------------------------------------------------------------------
+
+    def _post_end(self, end: RoundEnd, k: int | None = None) -> RoundEnd:
+        k = self._round if k is None else k
+        if k is None:
+            return end
+        key = self._keys.of(k, "over")
+        stored = self._call(self._store.compare_set, key, None, _encode(asdict(end)))
+        winner = RoundEnd.from_dict(self._decode(key, stored))
+        if k == self._round:
+            self._set_end(winner)
+        return winner
+
+    def _end_from(self, key: str, store: RendezvousStore | None = None) -> RoundEnd:
+        value = (store or self._store).get(key)
+        if value is None:
+            raise RendezvousStateError(f"{key} vanished from the store at {self._store.endpoint}")
+        return RoundEnd.from_dict(self._decode(key, value))
+
+    def _set_end(self, end: RoundEnd) -> None:
+        with self._lock:
+            if self._end is None:
+                self._end = end
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def _survivors(self) -> int:
+        if self._round is None or self._done is None:
+            return 0
+        finished = self._get(self._keys.of(self._round, "succeeded"))
+        return len(self._done["nodes"]) - (int(finished) if finished else 0)
+
+    def _leave(self) -> None:
+        if not self._left and self._round is not None:
+            self._left = True
+            self._call(self._store.beat, self._keys.beat(self.node_id), CLOSED)
+
+    def _serve_until_others_leave(self) -> None:
+        """This agent hosts the store: stay until every other node has left or died."""
+        t = self.timeouts
+        seen: dict[str, tuple[int | None, float]] = {}
+        told = False
+        while True:
+            current = self._get(self._keys.current)
+            k = int(current) if current else 0
+            done_value = self._get(self._keys.of(k, "done"))
+            nodes = self._decode("done", done_value).get("nodes", []) if done_value else []
+            others = []
+            for node in nodes:
+                if node["id"] == self.node_id:
+                    continue
+                beat = self._store.last_beat(self._keys.beat(node["id"]))
+                if beat is not None and beat >= CLOSED:
+                    continue
+                last, since = seen.get(node["id"], (None, time.monotonic()))
+                if beat != last:
+                    last, since = beat, time.monotonic()
+                seen[node["id"]] = (last, since)
+                if time.monotonic() - since <= t.dead_after:
+                    others.append(node["host"])
+            if not others:
+                return
+            if not told:
+                log.info("keeping the rendezvous store at %s up until %d other node(s) finish: "
+                         "%s", self._store.endpoint, len(others), ", ".join(others))
+                told = True
+            time.sleep(t.keep_alive_interval)  # an exit barrier, not a rendezvous: polling is fine
+
+    # -- store access -----------------------------------------------------------------------
+
+    def _check_meta(self) -> None:
+        if self._checked_meta:
+            return
+        mine = _encode({"min": self._min, "max": self._max})
+        stored = self._call(self._store.compare_set, self._keys.meta, None, mine)
+        if stored != mine:
+            meta = self._decode(self._keys.meta, stored)
+            raise RendezvousStateError(
+                f"agents disagree on --nnodes for run {self._run_id!r}: this agent has "
+                f"{self._min}:{self._max}, but the rendezvous at {self._store.endpoint} was "
+                f"started with {meta.get('min')}:{meta.get('max')}; give every agent the same "
+                "--nnodes, or use another --rdzv-id")
+        self._checked_meta = True
+
+    def _current_round(self) -> int:
+        value = self._get(self._keys.current)
+        if value is None:
+            return 0
+        try:
+            return int(value)
+        except ValueError:
+            raise RendezvousStateError(
+                f"{self._keys.current} at {self._store.endpoint} holds {value[:60]!r}, not a "
+                "round number; the store is shared with something else, or corrupt") from None
+
+    def _decode(self, key: str, value: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise RendezvousStateError(
+                f"{key} at {self._store.endpoint} holds {value[:60]!r}, which is not a pliant "
+                "rendezvous value; the store is shared with something else, or corrupt")
+        if data.get("v") != PROTOCOL_VERSION:
+            raise RendezvousStateError(
+                f"{key} at {self._store.endpoint} was written by rendezvous protocol version "
+                f"{data.get('v')!r}; this pliant speaks version {PROTOCOL_VERSION}. Run the same "
+                "pliant version on every node, or use another --rdzv-id")
+        return data
+
+    def _get(self, key: str) -> bytes | None:
+        return self._call(self._store.get, key)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except RendezvousError:
+            raise
+        except (OSError, RuntimeError) as exc:
+            raise RendezvousConnectionError(
+                f"rendezvous store at {self._store.endpoint} failed: {exc}") from exc

@@ -1,0 +1,81 @@
+"""What a store backend implements: the small interface the elastic protocol needs.
+
+A store plugin (``pliant-c10d`` on torch's TCPStore, ``pliant-etcd`` on etcd)
+provides a :class:`RendezvousStore` and hands it to
+:class:`~pliant.rendezvous.elastic.ElasticRendezvousHandler`; everything else
+(rounds, ranks, restarts, liveness, scale-up) is written once, in the core.
+
+The interface is three things:
+
+* **compare-and-set on keys** (:meth:`~RendezvousStore.compare_set`), plus an
+  atomic counter (:meth:`~RendezvousStore.add`) that lets a burst of joins take
+  numbers without a single failed compare-and-set;
+* **change notification** (:meth:`~RendezvousStore.wait`): block until keys
+  exist, woken by the store (TCPStore's wait, an etcd watch), never by polling;
+* **liveness** (:meth:`~RendezvousStore.beat` and
+  :meth:`~RendezvousStore.last_beat`): heartbeat counters by default; a store
+  with leases can override both.
+
+Values are bytes. Every method raises
+:class:`~pliant.rendezvous.api.RendezvousConnectionError` (naming the
+endpoint) when the store cannot be reached.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+__all__ = ["RendezvousStore"]
+
+
+class RendezvousStore(ABC):
+    """A key-value store shared by the nodes of a job."""
+
+    #: Where the store is, for error messages (``host:port``, a list of members).
+    endpoint: str = ""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The key's value, or None when it does not exist. Never blocks on a missing key."""
+
+    @abstractmethod
+    def set(self, key: str, value: bytes) -> None:
+        """Write the key."""
+
+    @abstractmethod
+    def add(self, key: str, amount: int) -> int:
+        """Atomically add ``amount`` to the integer at ``key`` (missing = 0); the new value."""
+
+    @abstractmethod
+    def compare_set(self, key: str, expected: bytes | None, desired: bytes) -> bytes:
+        """Write ``desired`` if the key holds ``expected`` (None: does not exist).
+
+        Returns the value the key holds afterwards: ``desired`` when the swap
+        happened, the current value when it did not.
+        """
+
+    @abstractmethod
+    def wait(self, keys: Sequence[str], timeout: float) -> bool:
+        """Block until every key exists (True) or ``timeout`` seconds pass (False)."""
+
+    @abstractmethod
+    def clone(self) -> RendezvousStore:
+        """Another connection to the same store, for use from another thread."""
+
+    def close(self) -> None:  # noqa: B027 - optional for stores without resources
+        """Release this connection."""
+
+    def delete_prefix(self, prefix: str) -> None:  # noqa: B027 - optional
+        """Delete every key under ``prefix`` (a store that cannot may keep them)."""
+
+    # -- liveness: heartbeat counters unless the store has something better ----------
+
+    def beat(self, key: str, amount: int = 1) -> int:
+        """Say "this node is alive" under ``key``; returns the new beat count."""
+        return self.add(key, amount)
+
+    def last_beat(self, key: str) -> int | None:
+        """The beat count under ``key``, or None before the first beat."""
+        value = self.get(key)
+        return None if value is None else int(value)

@@ -1,0 +1,271 @@
+"""pliant-c10d: elastic multi-node rendezvous on torch's ``TCPStore``.
+
+The plugin implements only :class:`pliant.rendezvous.store.RendezvousStore` on
+a TCPStore; the protocol (rounds, ranks, restarts, liveness, scale-up) is the
+core's :class:`~pliant.rendezvous.elastic.ElasticRendezvousHandler`.
+
+Where the store lives: if one already listens at ``--rdzv-endpoint`` (an
+agent that got there first, or ``pliant store``), the agent connects to it.
+Otherwise the agent whose host matches the endpoint starts it (``is_host``
+forces either choice), and keeps it up at exit until the other nodes are done.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pliant.errors import ConfigError
+from pliant.hookspecs import hookimpl
+from pliant.registrations import RendezvousBackend
+from pliant.rendezvous import (
+    RendezvousConnectionError,
+    RendezvousHandler,
+    RendezvousParameters,
+)
+from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
+from pliant.rendezvous.store import RendezvousStore
+from pliant.settings import Setting, parse_bool
+
+if TYPE_CHECKING:
+    from torch.distributed import TCPStore
+
+__all__ = ["DEFAULT_PORT", "TCPRendezvousStore", "create_handler", "serve"]
+
+log = logging.getLogger("pliant.c10d")
+
+#: torchrun's default rendezvous port.
+DEFAULT_PORT = 29400
+
+C10D_SETTINGS: tuple[Setting, ...] = (
+    *ELASTIC_SETTINGS,
+    Setting("is_host", parse_bool, None,
+            "Whether this agent starts the store at --rdzv-endpoint. Unset: it does when no "
+            "store listens there yet and the endpoint's host is this machine."),
+)
+
+
+def _tcpstore() -> type[TCPStore]:
+    # The agent's store waits time out by design; keep torch's C++ layer from warning
+    # about each one. Workers inherit the environment, so it is restored at once.
+    before = os.environ.get("TORCH_CPP_LOG_LEVEL")
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    try:
+        from torch.distributed import TCPStore
+    finally:
+        if before is None:
+            del os.environ["TORCH_CPP_LOG_LEVEL"]
+        else:
+            os.environ["TORCH_CPP_LOG_LEVEL"] = before
+    return TCPStore
+
+
+class TCPRendezvousStore(RendezvousStore):
+    """:class:`RendezvousStore` on a TCPStore client connection."""
+
+    def __init__(self, host: str, port: int, timeout: float, server: Any = None) -> None:
+        self.endpoint = f"{host}:{port}"
+        self._host, self._port, self._timeout = host, port, timeout
+        self._server = server  # the TCPStore that listens, when this process hosts it
+        self.hosts = server is not None
+        self._client = server if server is not None else self._connect()
+
+    def _connect(self) -> TCPStore:
+        try:
+            return _tcpstore()(self._host, self._port, is_master=False,
+                               timeout=timedelta(seconds=self._timeout))
+        except RuntimeError as exc:
+            raise RendezvousConnectionError(
+                f"cannot reach the rendezvous store at {self.endpoint} within "
+                f"read_timeout={self._timeout:g}s: {_first_line(exc)}; check --rdzv-endpoint, "
+                "and that the agent on that host (or `pliant store`) is running") from None
+
+    def get(self, key: str) -> bytes | None:
+        with self._errors():
+            if not self._client.check([key]):
+                return None
+            return bytes(self._client.get(key))
+
+    def set(self, key: str, value: bytes) -> None:
+        with self._errors():
+            self._client.set(key, value)
+
+    def add(self, key: str, amount: int) -> int:
+        with self._errors():
+            return int(self._client.add(key, amount))
+
+    def compare_set(self, key: str, expected: bytes | None, desired: bytes) -> bytes:
+        with self._errors():
+            if expected is not None and not self._client.check([key]):
+                # TCPStore answers a missing key with `expected` itself; do not mistake it.
+                return b""
+            return bytes(self._client.compare_set(key, expected or b"", desired))
+
+    def wait(self, keys: Sequence[str], timeout: float) -> bool:
+        from torch.distributed import DistStoreError
+
+        try:
+            self._client.wait(list(keys), timedelta(seconds=max(timeout, 0.001)))
+            return True
+        except DistStoreError as exc:
+            if "timeout" in str(exc).lower():
+                return False
+            raise self._lost(exc) from None
+        except RuntimeError as exc:
+            raise self._lost(exc) from None
+
+    def clone(self) -> TCPRendezvousStore:
+        return TCPRendezvousStore(self._host, self._port, self._timeout)
+
+    def close(self) -> None:
+        self._client = None
+        self._server = None
+
+    def _lost(self, exc: BaseException) -> RendezvousConnectionError:
+        return RendezvousConnectionError(
+            f"lost the rendezvous store at {self.endpoint}: {_first_line(exc)}; the agent "
+            "hosting it (or `pliant store`) has stopped or is unreachable")
+
+    def _errors(self) -> _Translate:
+        return _Translate(self)
+
+
+class _Translate:
+    """Turn torch's store errors into RendezvousConnectionError naming the endpoint."""
+
+    def __init__(self, store: TCPRendezvousStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        if self._store._client is None:
+            raise RendezvousConnectionError(f"the store connection to {self._store.endpoint} "
+                                            "is closed")
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, RuntimeError):
+            raise self._store._lost(exc) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) to a host and a port (default 29400)."""
+    text = endpoint.strip()
+    if not text:
+        raise ConfigError("the c10d rendezvous needs --rdzv-endpoint HOST[:PORT] (the host "
+                          "that runs the store, or `pliant store`)")
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"--rdzv-endpoint {endpoint!r}: port {port_text!r} is not a number "
+                          "from 1 to 65535")
+    return host, int(port_text)
+
+
+def _resolve(host: str, endpoint: str) -> list[str]:
+    try:
+        return sorted({str(i[4][0]) for i in socket.getaddrinfo(host, None,
+                                                                type=socket.SOCK_STREAM)})
+    except socket.gaierror as exc:
+        raise RendezvousConnectionError(
+            f"--rdzv-endpoint {endpoint!r}: host {host!r} does not resolve ({exc.strerror}); "
+            "check the name, or give an IP address") from None
+
+
+def _is_local(addresses: list[str]) -> bool:
+    """Whether one of the addresses belongs to this machine (it can be bound here)."""
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((addr, 0))
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def open_store(endpoint: str, timeout: float, is_host: bool | None) -> TCPRendezvousStore:
+    """Connect to the store at ``endpoint``, starting it here when this host should."""
+    host, port = parse_endpoint(endpoint)
+    addresses = _resolve(host, endpoint)
+    if is_host is None:
+        is_host = not _listening(host, port) and _is_local(addresses)
+    if is_host:
+        try:
+            server = _tcpstore()(host, port, is_master=True, wait_for_workers=False,
+                                 timeout=timedelta(seconds=timeout))
+            log.info("hosting the rendezvous store at %s:%d", host, port)
+            return TCPRendezvousStore(host, port, timeout, server=server)
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc).lower() and \
+                    os.strerror(errno.EADDRINUSE).lower() not in str(exc).lower():
+                raise RendezvousConnectionError(
+                    f"cannot start the rendezvous store at {endpoint}: {_first_line(exc)}"
+                ) from None
+            log.debug("another agent hosts the store at %s: connecting", endpoint)
+    return TCPRendezvousStore(host, port, timeout)
+
+
+class C10dRendezvousHandler(ElasticRendezvousHandler):
+    """The core protocol on a TCPStore."""
+
+    def __init__(self, params: RendezvousParameters) -> None:
+        timeouts = Timeouts.from_params(params)
+        store = open_store(params.endpoint, timeouts.read_timeout,
+                           params.get_as_bool("is_host", None))
+        super().__init__("c10d", store, params, hosts_store=store.hosts)
+
+
+def create_handler(params: RendezvousParameters) -> RendezvousHandler:
+    return C10dRendezvousHandler(params)
+
+
+def serve(host: str, port: int) -> None:
+    """Run a standalone store in the foreground until SIGINT or SIGTERM."""
+    server = _tcpstore()(host, port, is_master=True, wait_for_workers=False)
+    print(f"pliant store (c10d) listening on {host}:{server.port}; use "
+          f"--rdzv-backend c10d --rdzv-endpoint HOST:{server.port}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    del server
+
+
+@hookimpl
+def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
+    return [
+        RendezvousBackend(
+            name="c10d",
+            factory=create_handler,
+            settings=C10D_SETTINGS,
+            description="Elastic rendezvous on torch's TCPStore, hosted by an agent or by "
+                        "`pliant store`.",
+            serve=serve,
+        )
+    ]
