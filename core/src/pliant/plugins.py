@@ -37,7 +37,6 @@ __all__ = ["KINDS", "Kind", "PluginInfo", "PluginManager", "Selected"]
 #: Where a backend name that is not installed can be found.
 _PACKAGE_FOR = {
     "c10d": "pliant-c10d",
-    "static": "pliant-c10d",
     "etcd": "pliant-etcd",
     "etcd-v2": "pliant-etcd",
     "cloudwatch": "pliant-cloudwatch",

@@ -221,10 +221,9 @@ class LocalElasticAgent:
                 failures[remote.global_rank] = remote
             return RunResult(WorkerState.FAILED, failures=failures,
                              restart_count=self._restart_count)
-        error = RendezvousConnectionError if end.reason == "store" else RendezvousClosedError
-        if end.reason not in ("store", "closed"):
-            error = RendezvousError
-        raise error(end.message)
+        errors: dict[str, type[RendezvousError]] = {"store": RendezvousConnectionError,
+                                                    "closed": RendezvousClosedError}
+        raise errors.get(end.reason, RendezvousError)(end.message)
 
     # -- rendezvous and start ----------------------------------------------------------
 

@@ -107,12 +107,21 @@ class Timeouts:
 
     @classmethod
     def from_params(cls, params: RendezvousParameters) -> Timeouts:
-        defaults = cls()
-        values = {}
-        for name, default in asdict(defaults).items():
-            getter = params.get_as_int if isinstance(default, int) else params.get_as_float
-            values[name] = getter(name, default)
-        return cls(**values)
+        d = cls()
+
+        def seconds(name: str, default: float) -> float:
+            value = params.get_as_float(name, default)
+            return default if value is None else value
+
+        attempts = params.get_as_int("keep_alive_max_attempt", d.keep_alive_max_attempt)
+        return cls(
+            join_timeout=seconds("join_timeout", d.join_timeout),
+            last_call_timeout=seconds("last_call_timeout", d.last_call_timeout),
+            close_timeout=seconds("close_timeout", d.close_timeout),
+            keep_alive_interval=seconds("keep_alive_interval", d.keep_alive_interval),
+            keep_alive_max_attempt=d.keep_alive_max_attempt if attempts is None else attempts,
+            read_timeout=seconds("read_timeout", d.read_timeout),
+        )
 
     @property
     def dead_after(self) -> float:
@@ -436,7 +445,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 return False
             if self._call(self._store.wait, [key], min(left, PROGRESS_INTERVAL)):
                 return True
-            self._log_progress(k, deadline, timeout_name)
+            if left > PROGRESS_INTERVAL:
+                self._log_progress(k, deadline, timeout_name)
 
     def _log_progress(self, k: int, deadline: float, timeout_name: str) -> None:
         joined = self._get(self._keys.of(k, "joined"))
@@ -632,7 +642,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         return data
 
     def _get(self, key: str) -> bytes | None:
-        return self._call(self._store.get, key)
+        value: bytes | None = self._call(self._store.get, key)
+        return value
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -34,7 +34,7 @@ from pliant.rendezvous.store import RendezvousStore
 from pliant.settings import Setting, parse_bool
 
 if TYPE_CHECKING:
-    from torch.distributed import TCPStore
+    from torch._C._distributed_c10d import TCPStore
 
 __all__ = ["DEFAULT_PORT", "TCPRendezvousStore", "create_handler", "serve"]
 
@@ -57,7 +57,7 @@ def _tcpstore() -> type[TCPStore]:
     before = os.environ.get("TORCH_CPP_LOG_LEVEL")
     os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
     try:
-        from torch.distributed import TCPStore
+        from torch._C._distributed_c10d import TCPStore
     finally:
         if before is None:
             del os.environ["TORCH_CPP_LOG_LEVEL"]
@@ -94,7 +94,7 @@ class TCPRendezvousStore(RendezvousStore):
 
     def set(self, key: str, value: bytes) -> None:
         with self._errors():
-            self._client.set(key, value)
+            self._client.set(key, value)  # type: ignore[arg-type]  # bytes are accepted
 
     def add(self, key: str, amount: int) -> int:
         with self._errors():
@@ -105,7 +105,8 @@ class TCPRendezvousStore(RendezvousStore):
             if expected is not None and not self._client.check([key]):
                 # TCPStore answers a missing key with `expected` itself; do not mistake it.
                 return b""
-            return bytes(self._client.compare_set(key, expected or b"", desired))
+            return bytes(self._client.compare_set(key, expected or b"",  # type: ignore[arg-type]
+                                                  desired))  # type: ignore[arg-type]
 
     def wait(self, keys: Sequence[str], timeout: float) -> bool:
         from torch.distributed import DistStoreError
