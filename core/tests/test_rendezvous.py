@@ -43,7 +43,8 @@ def test_a_closed_rendezvous_refuses_the_next_round() -> None:
 
 
 def test_unknown_backend_and_bad_settings_are_clear_errors() -> None:
-    with pytest.raises(PluginError, match=r"unknown rendezvous backend 'zk'.*available: .*embedded"):
+    unknown = r"unknown rendezvous backend 'zk'.*available: .*embedded"
+    with pytest.raises(PluginError, match=unknown):
         create_handler(RendezvousParameters("zk", "", "run-4", 1, 1))
     with pytest.raises(ConfigError, match="did you mean 'join_timeout'"):
         create_handler(RendezvousParameters("embedded", "", "run-4", 1, 1, join_timout="5"))

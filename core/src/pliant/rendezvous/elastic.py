@@ -89,8 +89,10 @@ ELASTIC_SETTINGS: tuple[Setting, ...] = (
             "keep_alive_max_attempt without one (torch: 5 s x 3 = 15 s)."),
     Setting("keep_alive_max_attempt", parse_int(minimum=1), 3,
             "Heartbeats a node may miss before it is declared dead."),
-    Setting("read_timeout", parse_float(minimum=0.1), 10.0,
-            "Seconds one store operation may take before the store counts as unreachable."),
+    Setting("read_timeout", parse_float(minimum=0.1), 30.0,
+            "Seconds to wait for the store at start (agents may start before the node that "
+            "hosts it) and for any one store operation before it counts as unreachable "
+            "(torch: 60 s). A store that went away with its host is noticed at once."),
 )
 
 
@@ -103,7 +105,7 @@ class Timeouts:
     close_timeout: float = 10.0
     keep_alive_interval: float = 1.0
     keep_alive_max_attempt: int = 3
-    read_timeout: float = 10.0
+    read_timeout: float = 30.0
 
     @classmethod
     def from_params(cls, params: RendezvousParameters) -> Timeouts:
@@ -235,14 +237,14 @@ class ElasticRendezvousHandler(RendezvousHandler):
         return max(waiting, 1) if end is not None and end.restart else waiting
 
     def next_rendezvous(self) -> RendezvousInfo:
-        self._stop_keep_alive()
+        self._stop_keep_alive(wait=False)
         self._check_meta()
         if self.is_closed():
             raise RendezvousClosedError(
                 f"the rendezvous of run {self._run_id!r} at {self._store.endpoint} is closed; "
                 "start the job with a new --rdzv-id")
         k = self._round + 1 if self._round is not None else self._current_round()
-        self._end, self._done = None, None
+        self._done = None
         start = time.monotonic()
         while True:
             number = self._call(self._store.add, self._keys.of(k, "joined"), 1)
@@ -282,15 +284,20 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def report_failure(self, failure: dict[str, Any], restart: bool) -> RoundEnd:
         """A worker here failed: end the round for every node (the first report wins)."""
         where = f"{failure.get('hostname', self._hostname)} rank {failure.get('rank', '?')}"
-        end = RoundEnd("failure" if restart else "failed",
-                       f"worker {where} failed: {failure.get('message', '')}"[:1000],
-                       restart=restart, failure=failure, survivors=self._survivors())
-        self._stop_keep_alive()
+        message = f"worker {where} failed: {failure.get('message', '')}"[:1000]
+        survivors = self._survivors()
+        if restart and survivors < self._min:
+            restart = False
+            message += (f"; no restart: only {survivors} node(s) are still running and --nnodes "
+                        f"needs at least {self._min}")
+        end = RoundEnd("failure" if restart else "failed", message, restart=restart,
+                       failure=failure, survivors=survivors)
+        self._stop_keep_alive(wait=False)
         return self._post_end(end)
 
     def report_success(self) -> None:
         """Every worker here exited 0: stop beating, and end the round once all nodes are done."""
-        self._stop_keep_alive()
+        self._stop_keep_alive(wait=False)
         if self._round is None or self._done is None:
             return
         finished = self._call(self._store.add, self._keys.of(self._round, "succeeded"), 1)
@@ -469,9 +476,14 @@ class ElasticRendezvousHandler(RendezvousHandler):
                                         args=(self._stop,), daemon=True)
         self._thread.start()
 
-    def _stop_keep_alive(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
+    def _stop_keep_alive(self, wait: bool = True) -> None:
+        """Stop the round's keep-alive thread. Without ``wait`` it finishes its current store
+        wait (at most half a keep-alive interval) on its own, and can no longer touch
+        ``_end``: the next round must not inherit the last one's outcome."""
+        with self._lock:
+            self._stop.set()
+            self._end = None if not wait else self._end
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._thread = None
 
@@ -484,7 +496,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         try:
             store = self._store.clone()
         except RendezvousError as exc:
-            self._set_end(RoundEnd("store", str(exc), restart=False))
+            self._set_end(RoundEnd("store", str(exc), restart=False), stop)
             return
         try:
             next_beat = 0.0
@@ -495,7 +507,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     store.beat(self._keys.beat(self.node_id))
                     next_beat = now + t.keep_alive_interval
                 if store.wait([over], t.keep_alive_interval / 2):
-                    self._set_end(self._end_from(over, store))
+                    self._set_end(self._end_from(over, store), stop)
                     return
                 while ring:
                     beat = store.last_beat(self._keys.beat(ring[0]["id"]))
@@ -506,16 +518,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     if beat != last:
                         last, changed = beat, time.monotonic()
                     elif time.monotonic() - changed > t.dead_after:
-                        self._declare_dead(store, k, ring[0])
+                        self._declare_dead(store, k, ring[0], len(nodes))
                     break
         except RendezvousError as exc:
-            if not stop.is_set():
-                self._set_end(RoundEnd("store", str(exc), restart=False))
+            self._set_end(RoundEnd("store", str(exc), restart=False), stop)
         finally:
             store.close()
 
-    def _declare_dead(self, store: RendezvousStore, k: int, node: dict[str, Any]) -> None:
-        world = len(self._done["nodes"]) if self._done else 0
+    def _declare_dead(self, store: RendezvousStore, k: int, node: dict[str, Any], world: int,
+                      ) -> None:
         finished = store.get(self._keys.of(k, "succeeded"))
         survivors = world - 1 - (int(finished) if finished else 0)
         who = f"node {node['host']} ({node['id']})"
@@ -539,7 +550,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         stored = self._call(self._store.compare_set, key, None, _encode(asdict(end)))
         winner = RoundEnd.from_dict(self._decode(key, stored))
         if k == self._round:
-            self._set_end(winner)
+            self._set_end(winner, None)
         return winner
 
     def _end_from(self, key: str, store: RendezvousStore | None = None) -> RoundEnd:
@@ -548,8 +559,12 @@ class ElasticRendezvousHandler(RendezvousHandler):
             raise RendezvousStateError(f"{key} vanished from the store at {self._store.endpoint}")
         return RoundEnd.from_dict(self._decode(key, value))
 
-    def _set_end(self, end: RoundEnd) -> None:
+    def _set_end(self, end: RoundEnd, stop: threading.Event | None) -> None:
+        """Record how the round ended; ``stop`` is the keep-alive thread's, which may have been
+        told to stop (its round is over for this node) before it got here."""
         with self._lock:
+            if stop is not None and stop.is_set():
+                return
             if self._end is None:
                 self._end = end
             wake = self._wake
