@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pliant.errors import ConfigError
+from pliant.errors import ConfigError, UsageError
 from pliant.hookspecs import hookimpl
 from pliant.registrations import RendezvousBackend
 from pliant.rendezvous import (
@@ -246,7 +246,11 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
 
 def serve(host: str, port: int) -> None:
     """Run a standalone store in the foreground until SIGINT or SIGTERM."""
-    server = _tcpstore()(host, port, is_master=True, wait_for_workers=False)
+    try:
+        server = _tcpstore()(host, port, is_master=True, wait_for_workers=False)
+    except RuntimeError as exc:
+        raise UsageError(f"pliant store cannot listen on {host}:{port}: {_first_line(exc)}; "
+                         "choose another --port (0 picks a free one)") from None
     print(f"pliant store (c10d) listening on {host}:{server.port}; use "
           f"--rdzv-backend c10d --rdzv-endpoint HOST:{server.port}", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
