@@ -114,6 +114,7 @@ class LocalElasticAgent:
         self._signal_received: list[signal.Signals] = []
         self._wake_r, self._wake_w = -1, -1
         self._notified = False
+        self._in_rendezvous = False
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
         return self._worker_group
@@ -231,7 +232,12 @@ class LocalElasticAgent:
         spec = self._spec
         assert spec.rdzv_handler is not None
         start = time.perf_counter()
-        info = spec.rdzv_handler.next_rendezvous()
+        spec.rdzv_handler.local_world_size = spec.local_world_size
+        self._in_rendezvous = True  # a signal now interrupts the wait (see _handle_signal)
+        try:
+            info = spec.rdzv_handler.next_rendezvous()
+        finally:
+            self._in_rendezvous = False
         if info.restart_count is not None:  # job-wide: the same on every node
             self._uses_local_count = False
             self._restart_count = info.restart_count
@@ -241,10 +247,11 @@ class LocalElasticAgent:
         group.group_rank, group.group_world_size = info.rank, info.world_size
         group.master_addr, group.master_port = info.master_addr, info.master_port
         group.store = info.store
-        # Every node runs local_world_size workers: ranks are node-major.
-        world = info.world_size * spec.local_world_size
+        # Ranks are node-major. Without node_sizes every node runs as many workers as this one.
+        sizes = info.node_sizes or (spec.local_world_size,) * info.world_size
+        world, base = sum(sizes), sum(sizes[:info.rank])
         for worker in group.workers:
-            worker.global_rank = info.rank * spec.local_world_size + worker.local_rank
+            worker.global_rank = base + worker.local_rank
             worker.role_rank = worker.global_rank
             worker.world_size = worker.role_world_size = world
         metrics.put_metric("rendezvous.duration.ms", (time.perf_counter() - start) * 1000,
@@ -497,8 +504,13 @@ class LocalElasticAgent:
             os.close(wake_w)
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
-        self._signal_received.append(signal.Signals(signum))
+        sig = signal.Signals(signum)
+        self._signal_received.append(sig)
         self._wake()
+        if self._in_rendezvous:  # no workers to stop: leave the rendezvous wait at once
+            self._in_rendezvous = False
+            log.info("received %s while waiting in the rendezvous; leaving", sig.name)
+            raise SignalException(f"agent received {sig.name}", sig)
 
     def _wake(self) -> None:
         """Wake the selector (from a signal handler or another thread)."""

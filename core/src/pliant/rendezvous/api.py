@@ -71,6 +71,9 @@ class RendezvousInfo:
     #: The job-wide restart count, when the backend keeps one (the same on every
     #: node); None lets the agent count its own restarts, as torch does.
     restart_count: int | None = None
+    #: Workers on each node, in node rank order, when the backend shares them: nodes
+    #: may then run different ``--nproc-per-node``. None: every node runs as many as this one.
+    node_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class RoundEnd:
 
     ``reason`` is one of ``failure`` (a worker failed; restart), ``failed`` (a
     worker failed and no restart is left), ``join`` (a node arrived), ``dead``
-    (a node stopped sending heartbeats), ``lost`` (too few nodes remain),
+    (a node stopped sending heartbeats), ``left`` (a node's agent stopped before
+    finishing, e.g. on a signal), ``lost`` (too few nodes remain),
     ``succeeded`` (every node finished), ``closed`` (``set_closed``), ``store``
     (the store cannot be reached). ``restart`` says whether the nodes form a
     new round; ``failure`` is the root cause's :meth:`ProcessFailure.as_dict`;
@@ -162,6 +166,10 @@ class RendezvousHandler(ABC):
     #: (one node) sets this to False, and the agent then sleeps until a worker
     #: exits or a signal arrives.
     polls_membership: bool = True
+
+    #: This node's worker count; the agent sets it before :meth:`next_rendezvous` so that
+    #: a backend can share it with the other nodes (see ``RendezvousInfo.node_sizes``).
+    local_world_size: int = 1
 
     @abstractmethod
     def get_backend(self) -> str:

@@ -73,6 +73,10 @@ PROTOCOL_VERSION = 1
 CLOSED = 1 << 40
 #: How often a waiting node says how the round is going.
 PROGRESS_INTERVAL = 5.0
+#: The longest one store wait lasts before control returns to Python, so that a signal
+#: (Ctrl-C, SIGTERM) reaches the agent while it waits. The wait still ends the moment the
+#: key appears: this bounds signal latency, it is not a poll of the state.
+WAIT_SLICE = 0.5
 
 ELASTIC_SETTINGS: tuple[Setting, ...] = (
     Setting("join_timeout", parse_float(minimum=0.0), 600.0,
@@ -209,6 +213,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._left = False
+        # Connections for keep-alive threads, opened before joining (see next_rendezvous),
+        # and threads told to stop without waiting, joined at shutdown.
+        self._connections: list[RendezvousStore] = []
+        self._detached: list[threading.Thread] = []
 
     # -- torch's interface -------------------------------------------------------------
 
@@ -239,6 +247,13 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def next_rendezvous(self) -> RendezvousInfo:
         self._stop_keep_alive(wait=False)
         self._check_meta()
+        # The keep-alive connection is opened before this node counts as joined: a slow connect
+        # (torch looks up the peer's name, and a lost DNS answer costs 5 s) then only delays
+        # the join, instead of looking like silence to the node that watches this one.
+        with self._lock:
+            have_connection = bool(self._connections)
+        if not have_connection:
+            self._connections.append(self._call(self._store.clone))
         if self.is_closed():
             raise RendezvousClosedError(
                 f"the rendezvous of run {self._run_id!r} at {self._store.endpoint} is closed; "
@@ -259,7 +274,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def shutdown(self) -> bool:
         """Leave the job. A node that hosts the store keeps it up until the others are done."""
         self._stop_keep_alive()
+        for thread in self._detached:
+            thread.join()
+        self._detached.clear()
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
         try:
+            if not self._left and self._round is not None and self._end is None:
+                self._post_departure()
             self._leave()
             if self._hosts_store:
                 self._serve_until_others_leave()
@@ -310,7 +333,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _join_round(self, k: int, number: int, start: float) -> dict[str, Any]:
         keys, t = self._keys, self.timeouts
         record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
-                  "port": _free_port(self._addr)}
+                  "port": _free_port(self._addr), "workers": self.local_world_size}
         self._call(self._store.set, keys.slot(k, number), _encode(record))
         if number == 1:
             self._call(self._store.set, keys.current, str(k).encode())
@@ -349,7 +372,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             return self._read_done(k)
         count = min(total - CLOSED, self._max)
         slots = [keys.slot(k, i) for i in range(1, count + 1)]
-        self._call(store.wait, slots, self.timeouts.read_timeout)
+        self._wait(slots, time.monotonic() + self.timeouts.read_timeout)
         nodes = [self._decode(s, v) for s in slots if (v := self._get(s)) is not None]
         previous = self._get(keys.of(k - 1, "done")) if k > 0 else None
         prev = self._decode(keys.of(k - 1, "done"), previous) if previous else {}
@@ -392,7 +415,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
 
     def _read_done(self, k: int) -> dict[str, Any]:
         key = self._keys.of(k, "done")
-        if not self._call(self._store.wait, [key], self.timeouts.close_timeout):
+        if not self._wait([key], time.monotonic() + self.timeouts.close_timeout):
             raise RendezvousTimeoutError(
                 f"round {k} of run {self._run_id!r} was closed but not published within "
                 f"close_timeout={self.timeouts.close_timeout:g}s; the closing node may have died")
@@ -416,13 +439,24 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._start_keep_alive()
         return RendezvousInfo(rank=self._rank, world_size=len(nodes), master_addr=master["addr"],
                               master_port=int(master["port"]), round=k,
-                              restart_count=int(done["restart_count"]))
+                              restart_count=int(done["restart_count"]),
+                              node_sizes=tuple(int(n.get("workers", 1)) for n in nodes))
 
     def _wait_as_spare(self, k: int, running: bool) -> None:
         """Round k runs (or is full): count this node for round k+1, ask the running nodes to
         make room if the round is below max_nodes, and wait for the round to end."""
         keys = self._keys
         done = self._read_done(k)
+        ended = self._get(keys.of(k, "over"))
+        if ended is not None:
+            end = RoundEnd.from_dict(self._decode(keys.of(k, "over"), ended))
+            if not end.restart:
+                raise RendezvousClosedError(
+                    f"run {self._run_id!r} at {self._store.endpoint} has already ended "
+                    f"({end.reason}: {end.message}); start a new job with a new --rdzv-id")
+            # The round is over and its nodes are re-forming: join them in the next one.
+            self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+            return
         self._call(self._store.add, keys.of(k + 1, "extra"), 1)
         world = len(done.get("nodes", []))
         if "error" in done:
@@ -434,7 +468,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             log.info("round %d of run %r is full (%d of max %d nodes); this node waits as a "
                      "spare", k, self._run_id, world, self._max)
         over = keys.of(k, "over")
-        while not self._call(self._store.wait, [over], PROGRESS_INTERVAL * 12):
+        while not self._wait([over], time.monotonic() + PROGRESS_INTERVAL * 12):
             log.info("waiting as a spare for round %d of run %r to end", k, self._run_id)
         end = self._end_from(over)
         if end.reason == "succeeded":
@@ -450,7 +484,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self._call(self._store.wait, [key], min(left, PROGRESS_INTERVAL)):
+            if self._wait([key], time.monotonic() + min(left, PROGRESS_INTERVAL)):
                 return True
             if left > PROGRESS_INTERVAL:
                 self._log_progress(k, deadline, timeout_name)
@@ -472,8 +506,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _start_keep_alive(self) -> None:
         self._stop = threading.Event()
         self._left = False
+        with self._lock:
+            store = self._connections.pop()
         self._thread = threading.Thread(target=self._keep_alive, name="pliant-keep-alive",
-                                        args=(self._stop,), daemon=True)
+                                        args=(self._stop, store), daemon=True)
         self._thread.start()
 
     def _stop_keep_alive(self, wait: bool = True) -> None:
@@ -485,19 +521,17 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._end = None if not wait else self._end
         if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        elif self._thread is not None:
+            self._detached = [t for t in self._detached if t.is_alive()] + [self._thread]
         self._thread = None
 
-    def _keep_alive(self, stop: threading.Event) -> None:
+    def _keep_alive(self, stop: threading.Event, store: RendezvousStore) -> None:
         assert self._done is not None and self._round is not None
         k, t = self._round, self.timeouts
         over = self._keys.of(k, "over")
         nodes = self._done["nodes"]
         ring = [n for n in nodes[self._rank + 1:] + nodes[:self._rank]]
-        try:
-            store = self._store.clone()
-        except RendezvousError as exc:
-            self._set_end(RoundEnd("store", str(exc), restart=False), stop)
-            return
+        healthy = False
         try:
             next_beat = 0.0
             last, changed = None, time.monotonic()
@@ -507,7 +541,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     store.beat(self._keys.beat(self.node_id))
                     next_beat = now + t.keep_alive_interval
                 if store.wait([over], t.keep_alive_interval / 2):
-                    self._set_end(self._end_from(over, store), stop)
+                    end = self._end_from(over, store)
+                    healthy = True
+                    self._set_end(end, stop)
                     return
                 while ring:
                     beat = store.last_beat(self._keys.beat(ring[0]["id"]))
@@ -520,10 +556,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     elif time.monotonic() - changed > t.dead_after:
                         self._declare_dead(store, k, ring[0], len(nodes))
                     break
+            healthy = True
         except RendezvousError as exc:
             self._set_end(RoundEnd("store", str(exc), restart=False), stop)
         finally:
-            store.close()
+            if healthy:  # the next round's thread can use it
+                with self._lock:
+                    self._connections.append(store)
+            else:
+                store.close()
 
     def _declare_dead(self, store: RendezvousStore, k: int, node: dict[str, Any], world: int,
                       ) -> None:
@@ -571,6 +612,19 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if wake is not None:
             wake()
 
+    def _post_departure(self) -> None:
+        """This node stops without having finished (a signal, an error): tell the others now
+        rather than let them wait out the heartbeat timeout."""
+        survivors = self._survivors() - 1
+        who = f"node {self._hostname} ({self.node_id}) left the job before finishing"
+        if survivors >= self._min:
+            end = RoundEnd("left", f"{who}; continuing with {survivors} nodes", restart=True,
+                           survivors=survivors)
+        else:
+            end = RoundEnd("left", f"{who}; {survivors} node(s) remain but --nnodes needs at "
+                           f"least {self._min}", restart=False, survivors=survivors)
+        self._post_end(end)
+
     def _survivors(self) -> int:
         if self._round is None or self._done is None:
             return 0
@@ -578,6 +632,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         return len(self._done["nodes"]) - (int(finished) if finished else 0)
 
     def _leave(self) -> None:
+        """Stop counting as alive: the node watching this one moves on instead of calling it
+        dead. Only called once this node's part in the round is over."""
         if not self._left and self._round is not None:
             self._left = True
             self._call(self._store.beat, self._keys.beat(self.node_id), CLOSED)
@@ -655,6 +711,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 f"{data.get('v')!r}; this pliant speaks version {PROTOCOL_VERSION}. Run the same "
                 "pliant version on every node, or use another --rdzv-id")
         return data
+
+    def _wait(self, keys: list[str], deadline: float) -> bool:
+        """Wait for keys until ``deadline`` (monotonic), in slices short enough for signals."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._call(self._store.wait, keys, min(left, WAIT_SLICE)):
+                return True
 
     def _get(self, key: str) -> bytes | None:
         value: bytes | None = self._call(self._store.get, key)

@@ -16,7 +16,8 @@ The interface is three things:
   :meth:`~RendezvousStore.last_beat`): heartbeat counters by default; a store
   with leases can override both.
 
-Values are bytes. Every method raises
+Values are bytes, and never empty (TCPStore cannot tell an empty value from a
+missing key in a compare-and-set). Every method raises
 :class:`~pliant.rendezvous.api.RendezvousConnectionError` (naming the
 endpoint) when the store cannot be reached.
 """

@@ -31,7 +31,7 @@ from pliant.rendezvous import (
 )
 from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
 from pliant.rendezvous.store import RendezvousStore
-from pliant.settings import Setting, parse_bool
+from pliant.settings import Setting, parse_bool, parse_float, parse_str
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import TCPStore
@@ -43,11 +43,18 @@ log = logging.getLogger("pliant.c10d")
 #: torchrun's default rendezvous port.
 DEFAULT_PORT = 29400
 
+_COMPAT = "Accepted so that torchrun command lines run unchanged; pliant has no use for it."
+
 C10D_SETTINGS: tuple[Setting, ...] = (
     *ELASTIC_SETTINGS,
     Setting("is_host", parse_bool, None,
             "Whether this agent starts the store at --rdzv-endpoint. Unset: it does when no "
             "store listens there yet and the endpoint's host is this machine."),
+    Setting("timeout", parse_float(minimum=0.0), None, _COMPAT),
+    Setting("heartbeat_timeout", parse_float(minimum=0.0), None,
+            _COMPAT + " Liveness is keep_alive_interval x keep_alive_max_attempt."),
+    Setting("store_type", parse_str, "tcp", _COMPAT + " The store is always a TCPStore."),
+    Setting("use_libuv", parse_bool, True, _COMPAT),
 )
 
 
@@ -55,7 +62,7 @@ def _tcpstore() -> type[TCPStore]:
     # The agent's store waits time out by design; keep torch's C++ layer from warning
     # about each one. Workers inherit the environment, so it is restored at once.
     before = os.environ.get("TORCH_CPP_LOG_LEVEL")
-    os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # pliant reports every store error itself
     try:
         from torch._C._distributed_c10d import TCPStore
     finally:
@@ -169,6 +176,9 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
         port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
         host, port_text = text.split(":")
+        if not port_text:  # "node1:" is usually an unset $PORT, not a wish for the default
+            raise ConfigError(f"--rdzv-endpoint {endpoint!r} has a ':' but no port; give "
+                              f"HOST:PORT, or just HOST for port {DEFAULT_PORT}")
     if not port_text:
         return host, DEFAULT_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -235,8 +245,12 @@ class C10dRendezvousHandler(ElasticRendezvousHandler):
 
     def __init__(self, params: RendezvousParameters) -> None:
         timeouts = Timeouts.from_params(params)
-        store = open_store(params.endpoint, timeouts.read_timeout,
-                           params.get_as_bool("is_host", None))
+        endpoint = params.endpoint
+        if not endpoint.strip() and params.get("master_addr"):
+            # torchrun's static command line: --master-addr/--master-port name the meeting point.
+            endpoint = f"{params.get('master_addr')}:{params.get('master_port') or 29500}"
+            log.info("no --rdzv-endpoint: using --master-addr/--master-port, %s", endpoint)
+        store = open_store(endpoint, timeouts.read_timeout, params.get_as_bool("is_host", None))
         super().__init__("c10d", store, params, hosts_store=store.hosts)
 
 
@@ -251,9 +265,9 @@ def serve(host: str, port: int) -> None:
     except RuntimeError as exc:
         raise UsageError(f"pliant store cannot listen on {host}:{port}: {_first_line(exc)}; "
                          "choose another --port (0 picks a free one)") from None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # before anyone knows the port
     print(f"pliant store (c10d) listening on {host}:{server.port}; use "
           f"--rdzv-backend c10d --rdzv-endpoint HOST:{server.port}", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             signal.pause()
