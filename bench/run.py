@@ -1,6 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
-Usage: ``python bench/run.py [--repeat N]`` (N >= 5, default 7).
+Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
+figures a to g, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -10,54 +11,62 @@ in each round), so that machine noise hits both equally; the figure compared is
 the median. One unrecorded warm-up run of each launcher comes first, so that
 neither pays for a cold page cache. Launchers run in a fresh temporary
 directory (no config file from the repository is picked up), without
-``PET_*``, ``PLIANT_*`` or ``TORCHELASTIC_*`` variables. The worker scripts
-live in ``bench/workers/`` and do as little as possible before the line that
-matters. Other load on the machine shows up in the spread (min/max in the
-JSON) and in the load averages recorded at start and end.
+``PET_*``, ``PLIANT_*`` or ``TORCHELASTIC_*`` variables, and with
+``RES_OPTIONS=use-vc`` (see ``launchers.resolver_env``: this machine's DNS
+resolver drops queries in bursts, which stalls any TCPStore for 5 s; pass
+``--system-resolver`` to keep it). The worker scripts live in
+``bench/workers/`` and do as little as possible before the line that matters.
+Other load on the machine shows up in the spread (min/max in the JSON) and in
+the load averages recorded at the start and end of each figure.
 
-Measures:
+Single-node figures (``--standalone --nproc-per-node 2``):
 
-(a) launch to exit: wall time of the whole command
-    ``--standalone --nproc-per-node 2 workers/trivial.py``, from just before
-    the subprocess is started to just after it exited. Each worker only leaves
-    a marker file, which is checked (a launcher that starts no worker does not
-    count as fast). Target: pliant/torchrun <= 0.10.
+(a) launch to exit: wall time of the whole command ``workers/trivial.py``, from
+    just before the subprocess is started to just after it exited. Each worker
+    only leaves a marker file, which is checked (a launcher that starts no
+    worker does not count as fast). Target: pliant/torchrun <= 0.10.
 
-(b) recovery: ``--standalone --nproc-per-node 2 --max-restarts 1
-    workers/crash.py``. On attempt 0 (``TORCHELASTIC_RESTART_COUNT=0``) rank 0
-    announces itself and sleeps; rank 1 waits for that, writes ``time.time()``
-    to a file and calls ``os._exit(1)``. On attempt 1 each rank writes the
-    ``time.time()`` taken at its very first line, then exits 0. The figure is
-    max(attempt-1 start times) - crash time: from a worker crash until every
-    worker is running again (detection, stopping the group, re-rendezvous,
-    spawning, interpreter start). ``time.time()`` is one clock across
-    processes. Target: pliant/torchrun <= 0.30.
+(b) recovery: ``--max-restarts 1 workers/crash.py``. On attempt 0
+    (``TORCHELASTIC_RESTART_COUNT=0``) rank 0 announces itself and sleeps; rank
+    1 waits for that, writes ``time.time()`` to a file and calls
+    ``os._exit(1)``. On attempt 1 each rank writes the ``time.time()`` taken at
+    its very first line, then exits 0. The figure is max(attempt-1 start times)
+    - crash time: from a worker crash until every worker is running again
+    (detection, stopping the group, re-rendezvous, spawning, interpreter
+    start). ``time.time()`` is one clock across processes. Target:
+    pliant/torchrun <= 0.30.
 
-(c) agent peak memory: ``--standalone --nproc-per-node 2 workers/sleep.py``
-    (workers sleep about 1 s). ``VmHWM`` of the launcher process itself (not
-    its workers) is read from ``/proc/<pid>/status`` every ~10 ms until it
-    exits; the last value read is the peak, since VmHWM never decreases.
-    Reported in MB (10^6 bytes). Target: pliant <= 40 MB (torchrun shown).
+(c) agent peak memory: ``workers/sleep.py`` (workers sleep about 1 s).
+    ``VmHWM`` of the launcher process itself (not its workers) is read from
+    ``/proc/<pid>/status`` every ~10 ms until it exits; the last value read is
+    the peak, since VmHWM never decreases. Reported in MB (10^6 bytes).
+    Target: pliant <= 40 MB (torchrun shown).
 
-(d) restart reliability: ``--standalone --nproc-per-node 2 --max-restarts 1
-    workers/gloo_restart.py``, a gloo group that loses rank 1 once after it
-    formed; the figure is how many of the tries end with exit code 0 (a try
-    that runs past 120 s counts as failed). Target: pliant succeeds every time.
+(g) restart reliability: ``--max-restarts 1 workers/gloo_restart.py``, a gloo
+    group that loses rank 1 once after it formed; the figure is how many of
+    the tries end with exit code 0 (a try that runs past 120 s counts as
+    failed). Target: pliant succeeds every time.
 
-Writes ``bench/results/bench.md`` (the table, also printed) and
+Multi-node figures, c10d rendezvous on loopback: (d) N nodes joining at once,
+(e) two agents (launch, and recovery from a worker crash), (f) scale-up of a
+running 2:3 job by a third agent. They are described in ``rendezvous.py``.
+
+Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
-Exits 0 whatever the timings; non-zero only when a launcher fails (non-zero
-exit, time-out, workers that did not run as expected).
+Figures not run this time (``--only``) keep their earlier results there, with
+the date, commit and load of the run that produced them. Exits 0 whatever the
+timings; non-zero only when a launcher fails (non-zero exit, time-out, workers
+that did not run as expected) where the figure cannot be taken without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
-import select
 import statistics
 import subprocess
 import sys
@@ -68,24 +77,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-WORKERS = HERE / "workers"
+import rendezvous
+from launchers import (
+    HERE,
+    LAUNCHERS,
+    RESOLVER_OPTIONS,
+    WORKERS,
+    Launch,
+    LauncherError,
+    finish,
+    launcher_env,
+    read_time,
+    resolver_env,
+    start,
+    stats,
+)
+
 RESULTS = HERE / "results"
-BIN = Path(sys.executable).parent
-LAUNCHERS = {
-    "torchrun": [str(BIN / "torchrun")],
-    "pliant": [str(BIN / "pliant"), "run"],
-}
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-TIMEOUT_S = 300.0
 SAMPLE_EVERY_S = 0.01
-#: Launcher settings (torchrun's PET_*, pliant's PLIANT_*) and an outer launcher's variables.
-IGNORED_ENV_PREFIXES = ("PET_", "PLIANT_", "TORCHELASTIC_")
-
-
-class LauncherError(RuntimeError):
-    """A launcher did not run the job as it should have: the bench cannot go on."""
+FIGURES = "abcdefg"
 
 
 @dataclass
@@ -101,76 +113,18 @@ class Measure:
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
-# -- running a launcher ---------------------------------------------------------------------
-
-
-@dataclass
-class Launch:
-    """A launcher process started in a scratch directory, its output in ``log``."""
-
-    launcher: str
-    argv: list[str]
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def fail(self, problem: str) -> LauncherError:
-        output = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-        return LauncherError(f"{self.launcher}: {problem}\n  command: {' '.join(self.argv)}\n"
-                             f"--- its output (last lines) ---\n{output}")
-
-
-def launcher_env() -> dict[str, str]:
-    """This environment without settings that would change what a launcher does."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(IGNORED_ENV_PREFIXES)}
-
-
-def start(launcher: str, scratch: Path, *args: str) -> Launch:
+def start_standalone(launcher: str, scratch: Path, *args: str) -> Launch:
     """Start ``launcher --standalone --nproc-per-node 2 ARGS`` with ``scratch`` as cwd."""
-    argv = [*LAUNCHERS[launcher], *COMMON_FLAGS, *args]
-    log = scratch / f"{launcher}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=scratch, env=launcher_env(), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return Launch(launcher, argv, proc, log)
+    return start(launcher, scratch, [*COMMON_FLAGS, *args])
 
 
-def finish(launch: Launch) -> None:
-    """Wait for a launcher and raise :class:`LauncherError` unless it exited 0.
-
-    The exit is awaited on a pidfd: ``Popen.wait(timeout)`` polls with sleeps of
-    up to 50 ms, which would add up to 50 ms to every timing.
-    """
-    exited: list[int] = [0]
-    if launch.proc.returncode is None:  # the memory sampler may have reaped it already
-        pidfd = os.pidfd_open(launch.proc.pid)
-        try:
-            exited, _, _ = select.select([pidfd], [], [], TIMEOUT_S)
-        finally:
-            os.close(pidfd)
-    if not exited:
-        launch.proc.kill()
-        launch.proc.wait()
-        raise launch.fail(f"timed out after {TIMEOUT_S:.0f} s")
-    code = launch.proc.wait()
-    if code != 0:
-        raise launch.fail(f"exited {code}")
-
-
-def read_time(launch: Launch, path: Path) -> float:
-    """A ``time.time()`` value a worker wrote to ``path``."""
-    try:
-        return float(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise launch.fail(f"worker file {path.name} missing or unreadable ({exc})") from exc
-
-
-# -- the three samples ------------------------------------------------------------------------
+# -- the single-node samples --------------------------------------------------------------------
 
 
 def sample_launch(launcher: str, scratch: Path) -> float:
     """(a) Seconds from starting the launcher to its exit, trivial workers."""
     begin = time.perf_counter()
-    launch = start(launcher, scratch, str(WORKERS / "trivial.py"), str(scratch))
+    launch = start_standalone(launcher, scratch, str(WORKERS / "trivial.py"), str(scratch))
     finish(launch)
     elapsed = time.perf_counter() - begin
     ran = sorted(p.name for p in scratch.glob("ran-*"))
@@ -181,8 +135,8 @@ def sample_launch(launcher: str, scratch: Path) -> float:
 
 def sample_recovery(launcher: str, scratch: Path) -> float:
     """(b) Seconds from rank 1's crash until the last attempt-1 worker started."""
-    launch = start(launcher, scratch, "--max-restarts", "1",
-                   str(WORKERS / "crash.py"), str(scratch))
+    launch = start_standalone(launcher, scratch, "--max-restarts", "1",
+                              str(WORKERS / "crash.py"), str(scratch))
     finish(launch)
     ready = read_time(launch, scratch / "ready-0")
     crash = read_time(launch, scratch / "crash")
@@ -195,7 +149,7 @@ def sample_recovery(launcher: str, scratch: Path) -> float:
 
 def sample_peak_rss(launcher: str, scratch: Path) -> float:
     """(c) The launcher's own VmHWM in MB, sampled until it exits."""
-    launch = start(launcher, scratch, str(WORKERS / "sleep.py"))
+    launch = start_standalone(launcher, scratch, str(WORKERS / "sleep.py"))
     status = Path(f"/proc/{launch.proc.pid}/status")
     peak_kb = 0
     while launch.proc.poll() is None:
@@ -223,7 +177,7 @@ RELIABILITY_TIMEOUT_S = 120.0
 
 
 def restart_succeeds(launcher: str, scratch: Path) -> bool:
-    """(d) One try: does a gloo group that lost a worker come back and finish?"""
+    """(g) One try: does a gloo group that lost a worker come back and finish?"""
     argv = [*LAUNCHERS[launcher], *COMMON_FLAGS, "--max-restarts", "1",
             str(WORKERS / "gloo_restart.py")]
     try:
@@ -234,8 +188,8 @@ def restart_succeeds(launcher: str, scratch: Path) -> bool:
     return done.returncode == 0
 
 
-def run_reliability(tries: int) -> dict[str, dict[str, int]]:
-    """``tries`` tries per launcher, alternated; successes and tries by launcher."""
+def run_reliability(tries: int) -> dict[str, Any]:
+    """(g) ``tries`` tries per launcher, alternated; successes and tries by launcher."""
     results = {name: {"succeeded": 0, "tries": 0} for name in LAUNCHERS}
     for round_no in range(tries):
         for launcher in LAUNCHERS:
@@ -245,34 +199,32 @@ def run_reliability(tries: int) -> dict[str, dict[str, int]]:
             results[launcher]["succeeded"] += ok
             print(f"  gloo      round {round_no + 1}/{tries}  {launcher:<8} "
                   f"{'recovered' if ok else 'FAILED'}", flush=True)
-    return results
+    return {"title": "(g) gloo group recovers after a worker crash (runs that exit 0)",
+            **results, "target": "pliant every time",
+            "met": results["pliant"]["succeeded"] == results["pliant"]["tries"]}
 
 
-MEASURES = [
-    Measure("launch", "(a) launch to exit, standalone, 2 workers", "s",
-            "ratio <= 0.10", lambda t, p: p / t <= 0.10, sample_launch),
-    Measure("recovery", "(b) worker crash -> every worker running again", "s",
-            "ratio <= 0.30", lambda t, p: p / t <= 0.30, sample_recovery),
-    Measure("peak_rss", "(c) agent peak RSS (VmHWM)", "MB",
-            "pliant <= 40 MB", lambda t, p: p <= 40.0, sample_peak_rss),
-]
+MEASURES = {
+    "a": Measure("launch", "(a) launch to exit, standalone, 2 workers", "s",
+                 "ratio <= 0.10", lambda t, p: p / t <= 0.10, sample_launch),
+    "b": Measure("recovery", "(b) worker crash -> every worker running again", "s",
+                 "ratio <= 0.30", lambda t, p: p / t <= 0.30, sample_recovery),
+    "c": Measure("peak_rss", "(c) agent peak RSS (VmHWM)", "MB",
+                 "pliant <= 40 MB", lambda t, p: p <= 40.0, sample_peak_rss),
+}
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
-def run_measure(measure: Measure, repeat: int) -> None:
+def run_measure(measure: Measure, repeat: int) -> dict[str, Any]:
     """Take ``repeat`` samples per launcher, alternating launchers and who goes first."""
     measure.samples = {name: [] for name in LAUNCHERS}
-    names = list(LAUNCHERS)
     for round_no in range(repeat):
-        order = names if round_no % 2 == 0 else names[::-1]
-        for launcher in order:
+        for launcher in rendezvous.launcher_order(round_no):
             with tempfile.TemporaryDirectory(prefix=f"pliant-bench-{measure.key}-") as tmp:
                 value = measure.sample(launcher, Path(tmp))
             measure.samples[launcher].append(value)
             print(f"  {measure.key:<9} round {round_no + 1}/{repeat}  {launcher:<8} "
                   f"{value:8.3f} {measure.unit}", flush=True)
+    return asdict(summarize(measure))
 
 
 def warm_up() -> None:
@@ -294,12 +246,7 @@ class Summary:
     pliant_median: float
     ratio: float
     target: str
-    met: bool
-
-
-def stats(values: list[float]) -> dict[str, object]:
-    return {"samples": [round(v, 6) for v in values], "median": statistics.median(values),
-            "min": min(values), "max": max(values)}
+    met: bool | None  # None: shown, no target
 
 
 def summarize(measure: Measure) -> Summary:
@@ -308,6 +255,36 @@ def summarize(measure: Measure) -> Summary:
     return Summary(measure.title, measure.unit, stats(measure.samples["torchrun"]),
                    stats(measure.samples["pliant"]), torchrun, pliant, pliant / torchrun,
                    measure.target, measure.met(torchrun, pliant))
+
+
+# -- the multi-node figures (rendezvous.py does the work) ----------------------------------------
+
+
+def run_join_burst(repeat: int) -> dict[str, Any]:
+    return {"title": "(d) N nodes joining at once, threads of one process, one TCPStore",
+            **rendezvous.run_join_burst(repeat)}
+
+
+def run_two_agents(repeat: int) -> dict[str, Any]:
+    """(e) as two table rows shaped like (a)-(c)'s."""
+    result = rendezvous.run_two_agents(repeat)
+    rows = []
+    for key, title, target in (
+            ("launch", "(e) 2 agents: launch -> every worker started", "-"),
+            ("recovery", "(e) 2 agents: worker crash -> every worker running again",
+             "ratio <= 0.25")):
+        part = result[key]
+        ratio = part["ratio"]
+        rows.append(asdict(Summary(title, "s", part["torchrun"], part["pliant"],
+                                   part["median"]["torchrun"], part["median"]["pliant"], ratio,
+                                   target, ratio <= 0.25 if key == "recovery" else None)))
+    return {"title": "(e) two agents, c10d, one worker each", "rows": rows,
+            "nonzero_exits": result["nonzero_exits"], "runs": result["runs"]}
+
+
+def run_scale_up(repeat: int) -> dict[str, Any]:
+    return {"title": "(f) scale-up: a third agent joins a running --nnodes 2:3 job",
+            **rendezvous.run_scale_up(repeat)}
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -338,10 +315,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def machine_facts() -> dict[str, Any]:
     version_of = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "platform": platform.platform(),
@@ -353,47 +334,149 @@ def machine_facts() -> dict[str, Any]:
         "git_dirty": bool(command_output(["git", "-C", str(HERE.parent), "status", "--porcelain",
                                           "--", "core", "plugins"])),
         "launchers": {name: " ".join(argv) for name, argv in LAUNCHERS.items()},
-        "loadavg_at_start": os.getloadavg(),
+        "resolver": os.environ.get("RES_OPTIONS", "system default"),
     }
 
 
-def fmt(value: float, unit: str) -> str:
+def fmt(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "-"
     return f"{value:.1f} MB" if unit == "MB" else f"{value:.3f} s"
 
 
-def markdown(results: dict[str, Summary], reliability: dict[str, dict[str, int]],
-             facts: dict[str, Any], repeat: int) -> str:
+def verdict(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "NO"
+
+
+def measure_rows(summaries: list[dict[str, Any]]) -> list[str]:
     rows = ["| measure | torchrun median | pliant median | ratio pliant/torchrun | target | met? |",
             "|---|---|---|---|---|---|"]
-    for r in results.values():
-        rows.append(f"| {r.title} | {fmt(r.torchrun_median, r.unit)} "
-                    f"| {fmt(r.pliant_median, r.unit)} | {r.ratio:.3f} | {r.target} "
-                    f"| {'yes' if r.met else 'NO'} |")
-    rows += ["", "| measure | torchrun | pliant | target | met? |", "|---|---|---|---|---|"]
-    t, p = reliability["torchrun"], reliability["pliant"]
-    rows.append(f"| (d) gloo group recovers after a worker crash (runs that exit 0) "
-                f"| {t['succeeded']}/{t['tries']} | {p['succeeded']}/{p['tries']} "
-                f"| pliant every time | {'yes' if p['succeeded'] == p['tries'] else 'NO'} |")
-    load = f"{facts['loadavg_at_start'][0]:.2f} -> {facts['loadavg_at_end'][0]:.2f}"
-    header = (f"# pliant vs torchrun\n\n"
-              f"{facts['date']}; {facts['nproc']} CPUs ({facts['cpu']}); Python {facts['python']}; "
-              f"torch {facts['torch']}; pliant {facts['pliant']} "
-              f"({facts['git_commit'][:10]}{', core modified' if facts['git_dirty'] else ''}); "
-              f"1-min load average {load}. Median of {repeat} runs per launcher, launchers "
-              f"alternated run by run. Produced by `python bench/run.py`; raw samples, min and "
-              f"max in `bench.json`.\n\n")
-    return header + "\n".join(rows) + "\n"
+    for r in summaries:
+        rows.append(f"| {r['title']} | {fmt(r['torchrun_median'], r['unit'])} "
+                    f"| {fmt(r['pliant_median'], r['unit'])} | {r['ratio']:.3f} | {r['target']} "
+                    f"| {verdict(r['met'])} |")
+    return rows
 
 
-def write_reports(results: dict[str, Summary], reliability: dict[str, dict[str, int]],
-                  facts: dict[str, Any], repeat: int) -> str:
+def reliability_rows(g: dict[str, Any]) -> list[str]:
+    t, p = g["torchrun"], g["pliant"]
+    return ["| measure | torchrun | pliant | target | met? |", "|---|---|---|---|---|",
+            f"| {g['title']} | {t['succeeded']}/{t['tries']} | {p['succeeded']}/{p['tries']} "
+            f"| {g['target']} | {verdict(g['met'])} |"]
+
+
+def join_burst_rows(d: dict[str, Any]) -> list[str]:
+    rows = ["| nodes | torchrun median | pliant median | speed-up torchrun/pliant "
+            "| store ops per round: torchrun (per node) | pliant (per node) | met? |",
+            "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        n, median, ops = r["nodes"], r["median"], r["ops_per_round"]
+        cells = {}
+        for name in LAUNCHERS:
+            late = r["timed_out"].get(name)
+            if late is not None and median[name] is None:
+                done = sum(late["ops"]["round"].values())
+                cells[name] = (f"no result in {late['limit_s']:.0f} s ({late['finished']} of {n} "
+                               f"nodes done, {done} ops so far)", "-")
+            else:
+                cells[name] = (fmt(median[name]), f"{ops[name]:.0f} ({ops[name] / n:.1f})")
+        speedup = ("-" if r["speedup"] is None else
+                   f"{'>= ' if r['speedup_is_lower_bound'] else ''}{r['speedup']:.0f}x")
+        rows.append(f"| {n} | {cells['torchrun'][0]} | {cells['pliant'][0]} | {speedup} "
+                    f"| {cells['torchrun'][1]} | {cells['pliant'][1]} | {verdict(r['met'])} |")
+    rows += ["", f"Target: {d['target']}. A store operation is one call: pliant's on small "
+             "keys (`RendezvousStore` get, set, add, compare_set, wait); torch's `get_state` "
+             "and `set_state` read or compare-and-set the whole rendezvous state, which grows "
+             "with N. Keep-alive traffic is not counted."]
+    return rows
+
+
+def two_agent_rows(e: dict[str, Any]) -> list[str]:
+    def exits(name: str) -> str:
+        bad = e["nonzero_exits"][name]
+        return (f"{name} in {len(bad)} of {e['runs']} runs"
+                + (f" (exit codes by node: {bad})" if bad else ""))
+
+    return [*measure_rows(e["rows"]), "",
+            f"Agents that exited non-zero after the job's workers all finished (not counted as "
+            f"failures): {exits('torchrun')}; {exits('pliant')}."]
+
+
+def scale_up_rows(f: dict[str, Any]) -> list[str]:
+    def cell(name: str, key: str) -> str:
+        if name in f["failed"]:
+            return "did not grow (below)"
+        part = f["launchers"][name][key]
+        return "-" if part is None else fmt(part["median"])
+
+    met = verdict(f["met"])
+    rows = ["| measure | torchrun median | pliant median | target | met? |",
+            "|---|---|---|---|---|",
+            f"| third agent launched -> every node runs WORLD_SIZE=3 "
+            f"| {cell('torchrun', 'from_launch')} | {cell('pliant', 'from_launch')} | - | - |",
+            f"| third agent ready (launcher and torch imported) -> every node runs WORLD_SIZE=3 "
+            f"| {cell('torchrun', 'from_ready')} | {cell('pliant', 'from_ready')} "
+            f"| <= {f['last_call_timeout_s'] + 1:g} s | {met} |",
+            f"| third agent launched -> ready | {cell('torchrun', 'ready')} "
+            f"| {cell('pliant', 'ready')} | - | - |",
+            "", f"Both launchers with `last_call_timeout={f['last_call_timeout_s']:g}` "
+            f"(pliant's default; torch's is 30 s). Target: {f['target']}."]
+    for name in LAUNCHERS:
+        bad = f["launchers"][name]["nonzero_exits"]
+        if bad:
+            rows += ["", f"{name}: agents exited non-zero after growing (exit codes by node): "
+                     f"{bad}."]
+    for name, failed in f["failed"].items():
+        rows += ["", f"{name} did not reach WORLD_SIZE=3 on try {failed['after_tries']} "
+                 f"({failed['problem']}; worker files: {', '.join(failed['files'])}); not tried "
+                 f"again. Last error lines: "
+                 + "; ".join(f"{node}: `{line}`" if line else f"{node}: none"
+                             for node, line in failed["errors"].items())]
+    return rows
+
+
+def run_row(key: str, run: dict[str, Any]) -> str:
+    load = run["loadavg_at_start"][0], run["loadavg_at_end"][0]
+    return (f"| {key} | {run['date']} | {run['git_commit'][:10]}"
+            f"{' (core modified)' if run['git_dirty'] else ''} | {run['repeat']} "
+            f"| {load[0]:.2f} -> {load[1]:.2f} | {run['resolver']} |")
+
+
+def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
+    out = [f"# pliant vs torchrun\n\n{facts['nproc']} CPUs ({facts['cpu']}); Python "
+           f"{facts['python']}; torch {facts['torch']}; pliant {facts['pliant']}. Medians, "
+           f"launchers alternated run by run; when, at which commit and under which load each "
+           f"figure was taken is listed at the end. Produced by `python bench/run.py`; raw "
+           f"samples, min and max in `bench.json`.", ""]
+    single = [figures[k] for k in "abc" if k in figures]
+    if single or "g" in figures:
+        out += ["## Single node: `--standalone --nproc-per-node 2`", ""]
+        if single:
+            out += measure_rows(single)
+        if "g" in figures:
+            out += ["", *reliability_rows(figures["g"])]
+    if {"d", "e", "f"} & figures.keys():
+        out += ["", "## Multi-node: c10d rendezvous, every node on this machine (loopback)"]
+    for key, render in (("d", join_burst_rows), ("e", two_agent_rows), ("f", scale_up_rows)):
+        if key in figures:
+            out += ["", f"### {figures[key]['title']}", "", *render(figures[key])]
+    out += ["", "## Runs", "",
+            "| figure | started | commit | runs per launcher | 1-min load | resolver options |",
+            "|---|---|---|---|---|---|"]
+    out += [run_row(key, fig["run"]) for key, fig in figures.items()]
+    return "\n".join(out) + "\n"
+
+
+def write_reports(new: dict[str, Any], facts: dict[str, Any]) -> str:
+    """Merge this run's figures into bench.json (figures not run keep theirs); render both."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table = markdown(results, reliability, facts, repeat)
+    path = RESULTS / "bench.json"
+    figures = json.loads(path.read_text()).get("figures", {}) if path.exists() else {}
+    figures.update(new)
+    figures = dict(sorted(figures.items()))
+    table = markdown(figures, facts)
     (RESULTS / "bench.md").write_text(table)
-    document = {"machine": facts, "repeat": repeat,
-                "measures": {key: asdict(summary) for key, summary in results.items()},
-                "restart_reliability": reliability}
-    (RESULTS / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
+    path.write_text(json.dumps({"machine": facts, "figures": figures}, indent=2) + "\n")
     return table
 
 
@@ -405,10 +488,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=7, metavar="N",
                         help="runs per launcher and measure (at least 5; default 7)")
     parser.add_argument("--tries", type=int, default=6, metavar="N",
-                        help="tries per launcher for the restart reliability measure (default 6)")
+                        help="tries per launcher for the restart reliability figure (g) "
+                             "(default 6)")
+    parser.add_argument("--only", default=",".join(FIGURES), metavar="LETTERS",
+                        help="figures to run, comma-separated, from a (launch) b (recovery) "
+                             "c (memory) d (join burst) e (two agents) f (scale-up) g (gloo "
+                             "restart); default all. Others keep their earlier results.")
+    parser.add_argument("--system-resolver", action="store_true",
+                        help=f"do not set RES_OPTIONS={RESOLVER_OPTIONS} (see "
+                             "launchers.resolver_env)")
     ns = parser.parse_args(argv)
     if ns.repeat < 5:
         parser.error("--repeat must be at least 5 (the figures are medians of >= 5 runs)")
+    ns.only = [f.strip().lower() for f in ns.only.split(",") if f.strip()]
+    unknown = [f for f in ns.only if f not in FIGURES]
+    if unknown or not ns.only:
+        parser.error(f"--only {','.join(unknown)}: choose from {', '.join(FIGURES)}")
     return ns
 
 
@@ -419,23 +514,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: launcher not found next to {sys.executable}: {', '.join(missing)}",
               file=sys.stderr)
         return 1
+    resolver_env(ns.system_resolver)
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        **{key: functools.partial(run_measure, m, ns.repeat) for key, m in MEASURES.items()},
+        "d": lambda: run_join_burst(ns.repeat),
+        "e": lambda: run_two_agents(ns.repeat),
+        "f": lambda: run_scale_up(ns.repeat),
+        "g": lambda: run_reliability(ns.tries),
+    }
+    facts = machine_facts()
+    figures: dict[str, Any] = {}
     try:
-        facts = machine_facts()
-        print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
-        warm_up()
-        results: dict[str, Summary] = {}
-        for measure in MEASURES:
-            print(f"{measure.title}:", flush=True)
-            run_measure(measure, ns.repeat)
-            results[measure.key] = summarize(measure)
-        print("(d) gloo restart reliability:", flush=True)
-        reliability = run_reliability(ns.tries)
-        facts["loadavg_at_end"] = os.getloadavg()
+        if set(ns.only) - {"d"}:
+            print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
+            warm_up()
+        for key in sorted(set(ns.only)):
+            run = {"date": now(), "git_commit": facts["git_commit"],
+                   "git_dirty": facts["git_dirty"], "repeat": ns.tries if key == "g" else ns.repeat,
+                   "resolver": facts["resolver"], "loadavg_at_start": os.getloadavg()}
+            print(f"figure ({key}):", flush=True)
+            figures[key] = runners[key]()
+            figures[key]["run"] = {**run, "loadavg_at_end": os.getloadavg()}
     except LauncherError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     print()
-    print(write_reports(results, reliability, facts, ns.repeat), end="")
+    print(write_reports(figures, facts), end="")
     return 0
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 WORKERS = Path(__file__).parent / "workers"
@@ -39,3 +40,60 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Agent:
+    """One ``pliant run`` in the background. Its output goes to files, so that a test can
+    wait for a line while it runs, and no pipe fills up however much it prints."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None,
+                 log_dir: Path) -> None:
+        self.name = name
+        self.stdout_path = log_dir / f"{name}.stdout"
+        self.stderr_path = log_dir / f"{name}.stderr"
+        with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen([PLIANT, *args], env={**os.environ, **(env or {})},
+                                         stdout=stdout, stderr=stderr, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait(self, timeout: float = 120) -> int:
+        """The exit code, once it exits (fails after ``timeout``, describing the agent)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"agent still running after {timeout}s\n{self.describe()}"
+                                 ) from None
+
+    def kill(self) -> None:
+        """SIGKILL: the agent dies at once, as on a lost machine."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def describe(self) -> str:
+        return (f"--- agent {self.name} (pid {self.pid}, exit {self.returncode}) ---\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, pid={self.pid}, returncode={self.returncode})"

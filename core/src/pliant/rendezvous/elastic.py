@@ -217,6 +217,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
         # and threads told to stop without waiting, joined at shutdown.
         self._connections: list[RendezvousStore] = []
         self._detached: list[threading.Thread] = []
+        # Where this node is counted while it waits: the round it joined while that round
+        # forms, or the round whose ``extra`` it added to as a spare. Undone if it leaves early.
+        self._joining: int | None = None
+        self._spare_for: int | None = None
 
     # -- torch's interface -------------------------------------------------------------
 
@@ -263,13 +267,21 @@ class ElasticRendezvousHandler(RendezvousHandler):
         start = time.monotonic()
         while True:
             number = self._call(self._store.add, self._keys.of(k, "joined"), 1)
-            if number <= self._max:
+            if number > self._max:
+                # Round k is closed (it runs), or full: wait for it to end, then join the next.
+                self._wait_as_spare(k, running=number > CLOSED)
+                k += 1
+                continue
+            self._joining = k
+            done = self._join_round(k, number, start)
+            if "retry" not in done:
                 break
-            # Round k is closed (it runs), or full: wait for it to end, then join the next.
-            self._wait_as_spare(k, running=number > CLOSED)
+            log.info("rendezvous round %d of run %r: %s; joining the next round", k,
+                     self._run_id, done["retry"])
             k += 1
-        done = self._join_round(k, number, start)
-        return self._enter(k, done)
+        info = self._enter(k, done)
+        self._joining = None
+        return info
 
     def shutdown(self) -> bool:
         """Leave the job. A node that hosts the store keeps it up until the others are done."""
@@ -281,6 +293,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             connection.close()
         self._connections.clear()
         try:
+            self._withdraw()
             if not self._left and self._round is not None and self._end is None:
                 self._post_departure()
             self._leave()
@@ -324,9 +337,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if self._round is None or self._done is None:
             return
         finished = self._call(self._store.add, self._keys.of(self._round, "succeeded"), 1)
-        self._leave()
         if finished >= len(self._done["nodes"]):
             self._post_end(RoundEnd("succeeded", "every node finished", restart=False))
+        # Last: once this node has left, the agent hosting the store may stop it and exit.
+        self._leave()
 
     # -- joining a round ------------------------------------------------------------------
 
@@ -374,13 +388,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         slots = [keys.slot(k, i) for i in range(1, count + 1)]
         self._wait(slots, time.monotonic() + self.timeouts.read_timeout)
         nodes = [self._decode(s, v) for s in slots if (v := self._get(s)) is not None]
-        previous = self._get(keys.of(k - 1, "done")) if k > 0 else None
-        prev = self._decode(keys.of(k - 1, "done"), previous) if previous else {}
-        restarts = int(prev.get("restart_count", 0))
-        over = self._get(keys.of(k - 1, "over")) if k > 0 else None
-        if over is not None and self._decode(keys.of(k - 1, "over"), over)["reason"] == "failure":
-            restarts += 1
-        done: dict[str, Any] = {"round": k, "restart_count": restarts}
+        prev = self._previous(k)
+        done: dict[str, Any] = {"round": k, "restart_count": self._restart_count(k, prev)}
         if len(nodes) < self._min:
             done["error"] = (
                 f"only {len(nodes)} of the {self._min} nodes --nnodes asks for at least joined "
@@ -392,6 +401,27 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._call(store.set, keys.of(k, "done"), _encode(done))
         self._call(store.compare_set, keys.of(k, "min"), None, b"closed")  # wakes early joiners
         return done
+
+    def _previous(self, k: int) -> dict[str, Any]:
+        """The last round before k that ran (rounds abandoned while forming do not count)."""
+        while k > 0:
+            k -= 1
+            value = self._get(self._keys.of(k, "done"))
+            if value is None:
+                return {}
+            done = self._decode(self._keys.of(k, "done"), value)
+            if "retry" not in done:
+                return done
+        return {}
+
+    def _restart_count(self, k: int, prev: dict[str, Any]) -> int:
+        """Job-wide: the last round's count, plus one if a worker failure ended it."""
+        restarts = int(prev.get("restart_count", 0))
+        over = self._get(self._keys.of(k - 1, "over")) if k > 0 else None
+        if over is not None and self._decode(self._keys.of(k - 1, "over"), over)["reason"] == \
+                "failure":
+            restarts += 1
+        return restarts
 
     @staticmethod
     def _assign_ranks(nodes: list[dict[str, Any]], previous: list[dict[str, Any]],
@@ -447,6 +477,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         make room if the round is below max_nodes, and wait for the round to end."""
         keys = self._keys
         done = self._read_done(k)
+        if "retry" in done:  # abandoned while forming: its nodes move on to the next round
+            self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+            return
         ended = self._get(keys.of(k, "over"))
         if ended is not None:
             end = RoundEnd.from_dict(self._decode(keys.of(k, "over"), ended))
@@ -458,8 +491,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._call(self._store.add, keys.of(k + 1, "extra"), 1)
             return
         self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+        self._spare_for = k + 1
         world = len(done.get("nodes", []))
         if "error" in done:
+            self._spare_for = None
             return
         if running and world < self._max:
             self._post_end(RoundEnd("join", f"a node ({self._hostname}) arrived; growing from "
@@ -468,8 +503,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
             log.info("round %d of run %r is full (%d of max %d nodes); this node waits as a "
                      "spare", k, self._run_id, world, self._max)
         over = keys.of(k, "over")
-        while not self._wait([over], time.monotonic() + PROGRESS_INTERVAL * 12):
-            log.info("waiting as a spare for round %d of run %r to end", k, self._run_id)
+        self._wait_for_round_end(k, done.get("nodes", []))
+        self._spare_for = None
         end = self._end_from(over)
         if end.reason == "succeeded":
             raise RendezvousGracefulExitError(
@@ -477,6 +512,30 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if not end.restart:
             raise RendezvousClosedError(f"run {self._run_id!r} ended while this node waited to "
                                         f"join: {end.message}")
+
+    def _wait_for_round_end(self, k: int, nodes: list[dict[str, Any]]) -> None:
+        """Wait for round k's ``over`` key. If every node of the round falls silent (all were
+        killed), nobody is left to write it: end the round here, so spares take over."""
+        over, t = self._keys.of(k, "over"), self.timeouts
+        seen: dict[str, tuple[int | None, float]] = {}
+        next_log = time.monotonic() + PROGRESS_INTERVAL * 12
+        while not self._wait([over], time.monotonic() + t.keep_alive_interval):
+            now = time.monotonic()
+            alive = 0
+            for node in nodes:
+                beat = self._store.last_beat(self._keys.beat(node["id"]))
+                last, since = seen.get(node["id"], (None, now))
+                if beat != last:
+                    last, since = beat, now
+                seen[node["id"]] = (last, since)
+                alive += (beat is None or beat < CLOSED) and now - since <= t.dead_after
+            if nodes and not alive:
+                self._post_end(RoundEnd("dead", f"every node of round {k} stopped sending "
+                                        "heartbeats; the waiting nodes take over",
+                                        restart=True, survivors=0), k)
+            if now >= next_log:
+                log.info("waiting as a spare for round %d of run %r to end", k, self._run_id)
+                next_log = now + PROGRESS_INTERVAL * 12
 
     def _wait_progress(self, k: int, key: str, deadline: float, timeout_name: str) -> bool:
         """Wait for ``key``; say every few seconds who joined and how long is left."""
@@ -551,7 +610,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
                         ring.pop(0)
                         last, changed = None, time.monotonic()
                         continue
-                    if beat != last:
+                    stalled = time.monotonic() - now > t.keep_alive_interval
+                    if beat != last or stalled:
+                        # A store that stalled this long (torch's server blocks while it looks
+                        # up a new client's name) silenced everyone: that is not a death.
                         last, changed = beat, time.monotonic()
                     elif time.monotonic() - changed > t.dead_after:
                         self._declare_dead(store, k, ring[0], len(nodes))
@@ -611,6 +673,38 @@ class ElasticRendezvousHandler(RendezvousHandler):
             wake = self._wake
         if wake is not None:
             wake()
+
+    def _withdraw(self) -> None:
+        """Leaving while counted in a round that has not started (a signal during the wait):
+        take this node out, so the others do not start a round with it."""
+        if self._spare_for is not None:
+            self._call(self._store.add, self._keys.of(self._spare_for, "extra"), -1)
+            self._spare_for = None
+        if self._joining is None:
+            return
+        k, self._joining = self._joining, None
+        keys = self._keys
+        total = self._call(self._store.add, keys.of(k, "joined"), CLOSED)
+        if total < 2 * CLOSED:
+            # This node closed the forming round: abandon it, and the others move on to the next
+            # round at once (the ``over`` key first: it tells the next round whom to expect).
+            joined = min(total - CLOSED, self._max)
+            why = f"node {self._hostname} ({self.node_id}) left while it was forming"
+            self._post_end(RoundEnd("left", why, restart=True, survivors=joined - 1), k)
+            done: dict[str, Any] = {"round": k, "retry": why,
+                    "restart_count": self._restart_count(k, self._previous(k))}
+            self._call(self._store.set, keys.of(k, "done"), _encode(done))
+            self._call(self._store.compare_set, keys.of(k, "min"), None, b"closed")
+            return
+        try:
+            done = self._read_done(k)
+        except RendezvousTimeoutError:
+            return
+        if any(n["id"] == self.node_id for n in done.get("nodes", [])):
+            # Too late: the round started with this node. End it now rather than let the
+            # others wait out the heartbeat timeout.
+            self._round, self._done = k, done
+            self._post_departure()
 
     def _post_departure(self) -> None:
         """This node stops without having finished (a signal, an error): tell the others now

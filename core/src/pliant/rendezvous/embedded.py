@@ -17,7 +17,7 @@ from pliant.rendezvous.api import (
     RendezvousInfo,
     RendezvousParameters,
 )
-from pliant.settings import Setting, parse_bool, parse_float, parse_int
+from pliant.settings import Setting, parse_bool, parse_float, parse_int, parse_str
 
 __all__ = ["EMBEDDED_SETTINGS", "EmbeddedRendezvousHandler", "create_embedded_handler"]
 
@@ -33,6 +33,9 @@ EMBEDDED_SETTINGS: tuple[Setting, ...] = (
     Setting("keep_alive_interval", parse_float(minimum=0.0), 5.0, _COMPAT),
     Setting("keep_alive_max_attempt", parse_int(minimum=1), 3, _COMPAT),
     Setting("is_host", parse_bool, True, _COMPAT),
+    Setting("heartbeat_timeout", parse_float(minimum=0.0), 30.0, _COMPAT),
+    Setting("store_type", parse_str, "tcp", _COMPAT),
+    Setting("use_libuv", parse_bool, True, _COMPAT),
 )
 
 

@@ -62,7 +62,8 @@ def _tcpstore() -> type[TCPStore]:
     # The agent's store waits time out by design; keep torch's C++ layer from warning
     # about each one. Workers inherit the environment, so it is restored at once.
     before = os.environ.get("TORCH_CPP_LOG_LEVEL")
-    os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # pliant reports every store error itself
+    if before is None:  # a user who set it gets what they asked for
+        os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # pliant reports every store error itself
     try:
         from torch._C._distributed_c10d import TCPStore
     finally:
@@ -161,7 +162,7 @@ class _Translate:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".?! ")
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
