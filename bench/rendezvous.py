@@ -38,6 +38,14 @@ medians, as ``run.py`` does.
     the same ``main()`` as the console script. Bounded by
     :data:`SCALE_LIMIT_S`; what happened when it is exceeded is reported.
     Target: pliant within ``last_call_timeout`` + 1 s, from ready.
+
+(h) node loss: three agents run ``--nnodes 2:3`` (both launchers with
+    ``keep_alive_interval=1,keep_alive_max_attempt=3``, pliant's defaults) until
+    every worker runs; then the third node is lost: its agent and its workers
+    get SIGKILL at once, as when a host goes away. The figure is the time from
+    the kill until both survivors run a worker with ``WORLD_SIZE=2``. Bounded by
+    :data:`LOSS_LIMIT_S`. Target: pliant within the keep-alive bound (3 s)
+    plus 2 s.
 """
 
 from __future__ import annotations
@@ -78,6 +86,9 @@ SETTLE_S = 1.0  # the first two agents' workers run this long before the third a
 FORM_LIMIT_S = 120.0
 SCALE_LIMIT_S = 90.0  # beyond torch's 60 s store read timeout, to see how it ends
 POLL_S = 0.01  # waiting for worker files; the times compared are the ones written in them
+KEEP_ALIVE = ("keep_alive_interval=1", "keep_alive_max_attempt=3")
+KEEP_ALIVE_BOUND_S = 3.0
+LOSS_LIMIT_S = 30.0
 
 
 def launcher_order(round_no: int) -> list[str]:
@@ -365,3 +376,96 @@ def run_scale_up(repeat: int) -> dict[str, Any]:
             "target": f"pliant from ready <= last_call_timeout + 1 s = {LAST_CALL_S + 1:g} s",
             "met": "pliant" not in failed and pliant is not None
                    and pliant["median"] <= LAST_CALL_S + 1}
+
+
+# -- (h) node loss ------------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (read from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def lose_node(agent: Launch) -> float:
+    """SIGKILL the agent and its workers at once (a host going away); when it happened."""
+    import os
+    import signal
+    from contextlib import suppress
+
+    tree = process_tree(agent.proc.pid)
+    lost = time.time()
+    for pid in tree:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    agent.proc.wait()
+    return lost
+
+
+def sample_node_loss(launcher: str, scratch: Path) -> dict[str, Any]:
+    """(h) One 2:3 job of three nodes that loses one; the time until the survivors run again,
+    or what happened instead."""
+    port = free_port()
+
+    def agent_args(node: int) -> list[str]:
+        return [*c10d_args(port, "2:3", node == 0, "last_call_timeout=30", *KEEP_ALIVE),
+                str(WORKERS / "scale_up.py"), str(scratch)]
+
+    agents = [start(launcher, scratch, agent_args(node), name=f"{launcher}-node{node}")
+              for node in range(3)]
+    with stopped_at_exit(agents):
+        problem = wait_for_files(scratch, [f"start-3-{rank}" for rank in range(3)], agents,
+                                 FORM_LIMIT_S)
+        if problem:
+            raise failure(agents, f"{launcher}: the three nodes did not start: {problem}")
+        time.sleep(SETTLE_S)
+        lost = lose_node(agents[2])
+        survivors = ["start-2-0", "start-2-1"]
+        problem = wait_for_files(scratch, survivors, agents[:2], LOSS_LIMIT_S)
+        (scratch / "stop").touch()
+        if problem:
+            return {"recovered": False, "problem": problem, "files": worker_files(scratch),
+                    "errors": {a.log.stem: last_error(a.log) for a in agents[:2]}}
+        last = max(written_times(agents, scratch, survivors))
+        codes = exit_codes(agents[:2], TIMEOUT_S)
+    return {"recovered": True, "seconds": last - lost, "exit_codes": codes}
+
+
+def run_node_loss(repeat: int) -> dict[str, Any]:
+    """(h) ``repeat`` tries per launcher, alternated; a launcher whose survivors do not run
+    again once is not tried again (each failure costs :data:`LOSS_LIMIT_S`)."""
+    times: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
+    failed: dict[str, dict[str, Any]] = {}
+    for round_no in range(repeat):
+        for launcher in launcher_order(round_no):
+            if launcher in failed:
+                continue
+            with tempfile.TemporaryDirectory(prefix="pliant-bench-h-") as tmp:
+                one = sample_node_loss(launcher, Path(tmp))
+            if not one["recovered"]:
+                failed[launcher] = {**one, "after_tries": len(times[launcher]) + 1}
+                print(f"  h round {round_no + 1}/{repeat}  {launcher:<8} survivors did not run "
+                      f"again: {one['problem']}; files {one['files']}; not tried again",
+                      flush=True)
+                continue
+            times[launcher].append(one["seconds"])
+            print(f"  h round {round_no + 1}/{repeat}  {launcher:<8} {one['seconds']:6.3f} s  "
+                  f"exit codes {one['exit_codes']}", flush=True)
+    summary = {name: stats(values) if values else None for name, values in times.items()}
+    bound = KEEP_ALIVE_BOUND_S + 2
+    pliant = summary["pliant"]
+    return {"launchers": summary, "failed": failed, "limit_s": LOSS_LIMIT_S,
+            "keep_alive": ",".join(KEEP_ALIVE),
+            "target": f"pliant <= keep-alive bound {KEEP_ALIVE_BOUND_S:g} s + 2 s = {bound:g} s",
+            "met": "pliant" not in failed and pliant is not None
+                   and float(pliant["median"]) <= bound}

@@ -97,7 +97,7 @@ RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
 SAMPLE_EVERY_S = 0.01
-FIGURES = "abcdefg"
+FIGURES = "abcdefgh"
 
 
 @dataclass
@@ -287,6 +287,11 @@ def run_scale_up(repeat: int) -> dict[str, Any]:
             **rendezvous.run_scale_up(repeat)}
 
 
+def run_node_loss(repeat: int) -> dict[str, Any]:
+    return {"title": "(h) node loss: one node of a running --nnodes 2:3 job is killed",
+            **rendezvous.run_node_loss(repeat)}
+
+
 # -- machine facts and reports ------------------------------------------------------------------
 
 
@@ -435,6 +440,27 @@ def scale_up_rows(f: dict[str, Any]) -> list[str]:
     return rows
 
 
+def node_loss_rows(h: dict[str, Any]) -> list[str]:
+    def cell(name: str) -> str:
+        if name in h["failed"]:
+            return f"not within {h['limit_s']:g} s (below)"
+        part = h["launchers"][name]
+        return "-" if part is None else fmt(part["median"])
+
+    rows = ["| measure | torchrun median | pliant median | target | met? |",
+            "|---|---|---|---|---|",
+            f"| node killed (agent and workers) -> both survivors run WORLD_SIZE=2 "
+            f"| {cell('torchrun')} | {cell('pliant')} | {h['target']} | {verdict(h['met'])} |",
+            "", f"Both launchers with `{h['keep_alive']}`."]
+    for name, failed in h["failed"].items():
+        rows += ["", f"{name}: the survivors did not run again on try {failed['after_tries']} "
+                 f"({failed['problem']}; worker files: {', '.join(failed['files'])}); not tried "
+                 f"again. Last error lines: "
+                 + "; ".join(f"{node}: `{line}`" if line else f"{node}: none"
+                             for node, line in failed["errors"].items())]
+    return rows
+
+
 def run_row(key: str, run: dict[str, Any]) -> str:
     load = run["loadavg_at_start"][0], run["loadavg_at_end"][0]
     return (f"| {key} | {run['date']} | {run['git_commit'][:10]}"
@@ -455,9 +481,10 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
             out += measure_rows(single)
         if "g" in figures:
             out += ["", *reliability_rows(figures["g"])]
-    if {"d", "e", "f"} & figures.keys():
+    if {"d", "e", "f", "h"} & figures.keys():
         out += ["", "## Multi-node: c10d rendezvous, every node on this machine (loopback)"]
-    for key, render in (("d", join_burst_rows), ("e", two_agent_rows), ("f", scale_up_rows)):
+    for key, render in (("d", join_burst_rows), ("e", two_agent_rows), ("f", scale_up_rows),
+                        ("h", node_loss_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *render(figures[key])]
     out += ["", "## Runs", "",
@@ -493,7 +520,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(FIGURES), metavar="LETTERS",
                         help="figures to run, comma-separated, from a (launch) b (recovery) "
                              "c (memory) d (join burst) e (two agents) f (scale-up) g (gloo "
-                             "restart); default all. Others keep their earlier results.")
+                             "restart) h (node loss); default all. Others keep their earlier "
+                             "results.")
     parser.add_argument("--system-resolver", action="store_true",
                         help=f"do not set RES_OPTIONS={RESOLVER_OPTIONS} (see "
                              "launchers.resolver_env)")
@@ -521,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "e": lambda: run_two_agents(ns.repeat),
         "f": lambda: run_scale_up(ns.repeat),
         "g": lambda: run_reliability(ns.tries),
+        "h": lambda: run_node_loss(ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
