@@ -86,6 +86,10 @@ class Agent:
             raise AssertionError(f"agent still running after {timeout}s\n{self.describe()}"
                                  ) from None
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the agent (its workers are in sessions of their own)."""
+        self.proc.send_signal(sig)
+
     def kill(self) -> None:
         """SIGKILL: the agent dies at once, as on a lost machine."""
         self.proc.kill()

@@ -9,6 +9,7 @@ timeouts are short (--rdzv-conf), so that dead nodes and last calls cost about a
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -192,6 +193,35 @@ def test_worker_failure_restarts_every_node(start_agent: StartAgent, free_port: 
     assert attempts["0"][0]["env"]["MASTER_PORT"] != attempts["1"][0]["env"]["MASTER_PORT"]
     for agent in agents:
         assert "restarting, attempt 2 of 2" in agent.stderr, describe(agents)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_agent_signalled_while_waiting_to_join_leaves_the_rendezvous(
+        start_agent: StartAgent, pliant_store: str, out: Path, sig: signal.Signals) -> None:
+    run_id = new_run_id()
+
+    def start(name: str) -> Agent:
+        return start_agent(name, *rdzv(pliant_store, run_id, "2"), WORKER,
+                           env={"OUT_DIR": str(out), "NODE": name})
+
+    lone = start("lone")
+    # Its join record is in the store: it waits in the rendezvous for a second node.
+    wait_for_key(pliant_store, f"pliant/{run_id}/0/join/1")
+    lone.send_signal(sig)
+    # Far sooner than join_timeout (20 s), after which it would fail on its own.
+    assert lone.wait(timeout=15) == 128 + sig, lone.describe()
+    assert "Traceback" not in lone.stderr, lone.describe()
+    assert records(out) == []
+
+    # The run id is still good, and the round forms without the node that left.
+    agents = [start("a"), start("b")]
+    assert exit_codes(agents) == [0, 0], describe([lone, *agents])
+    nodes = by_node(records(out))
+    assert sorted(nodes) == ["a", "b"], nodes
+    envs = [nodes[name][0] for name in ("a", "b")]
+    assert {e["WORLD_SIZE"] for e in envs} == {"2"}
+    assert sorted(e["RANK"] for e in envs) == ["0", "1"]
+    assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
 
 
 # -- losing the store, and refusing to start -------------------------------------------------

@@ -351,7 +351,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._call(self._store.set, keys.slot(k, number), _encode(record))
         if number == 1:
             self._call(self._store.set, keys.current, str(k).encode())
-        if number == self._min:
+        if number >= self._min:  # the min-th node may not have written it yet
             self._call(self._store.compare_set, keys.of(k, "min"), None,
                        str(time.time()).encode())
         if number >= self._max or (number >= self._min and number >= self._expected(k)):

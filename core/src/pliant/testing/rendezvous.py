@@ -37,6 +37,7 @@ This module imports pytest: pliant never imports it, only your tests do.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 import time
@@ -56,13 +57,14 @@ from pliant.rendezvous.api import (
     RendezvousTimeoutError,
     RoundEnd,
 )
-from pliant.rendezvous.elastic import ElasticRendezvousHandler
+from pliant.rendezvous.elastic import PROTOCOL_VERSION, ElasticRendezvousHandler
 from pliant.rendezvous.store import RendezvousStore
 
 __all__ = [
     "FAST_TIMEOUTS",
     "HANG_TIMEOUT",
     "Background",
+    "Interrupted",
     "MakeHandler",
     "Nodes",
     "RendezvousHandlerTests",
@@ -99,6 +101,11 @@ class MakeHandler(Protocol):
                  **conf: Any) -> RendezvousHandler: ...
 
 
+class Interrupted(Exception):
+    """What :meth:`Background.interrupt` raises in the thread: an agent's signal handler
+    raises an exception like it in the middle of ``next_rendezvous``."""
+
+
 class Background(Generic[T]):
     """``fn()`` in a thread of its own, as another agent would run it."""
 
@@ -113,6 +120,22 @@ class Background(Generic[T]):
             self._outcome.append(fn())
         except BaseException as exc:  # handed to the test, which decides
             self._outcome.append(exc)
+
+    def interrupt(self) -> BaseException:
+        """Raise :class:`Interrupted` in the thread, as a signal does in an agent's main
+        thread, and wait for ``fn`` to give up; the exception it ended with. Blocking calls
+        are not cut short: the exception comes when control returns to Python (a
+        rendezvous wait returns at least twice a second for that reason)."""
+        ident = self._thread.ident
+        assert ident is not None
+        if self._outcome or not ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(Interrupted)):
+            pytest.fail(f"{self.name} returned before it could be interrupted: "
+                        f"{self._outcome[0] if self._outcome else '?'!r}")
+        outcome = self.outcome()
+        if not isinstance(outcome, BaseException):
+            pytest.fail(f"{self.name} returned {outcome!r} instead of being interrupted")
+        return outcome
 
     def outcome(self) -> T | BaseException:
         """What ``fn`` returned, or the exception it raised."""
@@ -179,6 +202,11 @@ def eventually(predicate: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: still not true after {HANG_TIMEOUT:g}s")
         time.sleep(0.02)
+
+
+def _key(run_id: str, *parts: object) -> str:
+    """A key of the protocol (see :mod:`pliant.rendezvous.elastic`): ``_key(run, 0, "over")``."""
+    return "/".join(["pliant", run_id, *map(str, parts)])
 
 
 def _failure(message: str, rank: int = 1) -> dict[str, Any]:
@@ -466,6 +494,28 @@ class RendezvousHandlerTests:
         """The store ``handler`` talks to, to plant values only a broken peer would write."""
         return _elastic(handler)._store
 
+    def await_keys(self, handler: RendezvousHandler, keys: list[str]) -> None:
+        """Block until every key exists in ``handler``'s store (read on a connection of the
+        test's own, so that ``handler`` may be busy in another thread)."""
+        store = self.raw_store(handler).clone()
+        try:
+            if not store.wait(keys, HANG_TIMEOUT):
+                pytest.fail(f"{keys} did not appear within {HANG_TIMEOUT:g}s")
+        finally:
+            store.close()
+
+    def stored(self, handler: RendezvousHandler, key: str) -> dict[str, Any]:
+        """The protocol's JSON value at ``key``, read on a connection of the test's own."""
+        store = self.raw_store(handler).clone()
+        try:
+            value = store.get(key)
+        finally:
+            store.close()
+        assert value is not None, f"{key} is not in the store"
+        data = json.loads(value)
+        assert isinstance(data, dict), data
+        return data
+
     # -- fixtures -----------------------------------------------------------------------------
 
     @pytest.fixture
@@ -497,6 +547,30 @@ class RendezvousHandlerTests:
         assert sorted(i.rank for i in infos) == [0, 1]
         assert {i.world_size for i in infos} == {2}
 
+    def test_a_node_above_min_nodes_waits_out_the_last_call(self, nodes: Nodes) -> None:
+        # The min-th node has taken its number but not yet started the last call (its store
+        # connection stalls, its thread is descheduled). The node after it must still wait for
+        # the last call, here an hour: only max_nodes joining may complete the round.
+        run_id = new_run_id()
+        first, third = nodes(2, 2, 4, run_id=run_id, last_call_timeout=3600)
+        (fourth,) = nodes(1, 2, 4, run_id=run_id, last_call_timeout=3600, join_timeout=0.5)
+        calls = [start_join(first, "the first node")]
+        self.await_keys(first, [_key(run_id, 0, "join", 1)])
+        slow = {"v": PROTOCOL_VERSION, "id": "slow-node", "host": "slow-host",
+                "addr": "127.0.0.1", "port": 1, "workers": 1}
+        store = self.raw_store(first).clone()
+        try:
+            assert store.add(_key(run_id, 0, "joined"), 1) == 2
+            store.set(_key(run_id, 0, "join", 2), json.dumps(slow).encode())
+        finally:
+            store.close()
+        calls.append(start_join(third, "the third node"))
+        self.await_keys(third, [_key(run_id, 0, "join", 3)])
+        calls.append(start_join(fourth, "the fourth node"))
+        outcomes = [call.outcome() for call in calls]
+        assert all(isinstance(o, RendezvousInfo) and o.world_size == 4 for o in outcomes), \
+            outcomes
+
     def test_the_run_id_and_backend_are_reported(self, nodes: Nodes) -> None:
         run_id = new_run_id()
         (handler,) = nodes(1, 1, 1, run_id=run_id)
@@ -514,6 +588,25 @@ class RendezvousHandlerTests:
         assert {i.world_size for i in infos[:3]} == {3}
         assert sorted(i.rank for i in infos[3:]) == [0, 1]
         assert {i.world_size for i in infos[3:]} == {2}
+
+    def test_every_node_learns_each_nodes_worker_count(self, nodes: Nodes) -> None:
+        # Nodes may run different --nproc-per-node; the agent sets local_world_size first.
+        handlers = nodes(3, 3, 3)
+        sizes = [1, 2, 4]
+        for handler, size in zip(handlers, sizes, strict=True):
+            handler.local_world_size = size
+        for attempt in ("first round", "after a restart"):
+            infos = joined(handlers)
+            shared = {i.node_sizes for i in infos}
+            assert len(shared) == 1, f"{attempt}: nodes disagree on node_sizes: {shared}"
+            (node_sizes,) = shared
+            assert node_sizes is not None and len(node_sizes) == 3, (attempt, node_sizes)
+            for info, size in zip(infos, sizes, strict=True):
+                assert node_sizes[info.rank] == size, (attempt, info, sizes)
+            if attempt == "first round":
+                handlers[0].report_failure(_failure("boom"), restart=True)
+                for handler in handlers:
+                    wait_for_round_end(handler)
 
     # -- ending a round and the next one --------------------------------------------------------
 
@@ -641,6 +734,137 @@ class RendezvousHandlerTests:
         assert end is not None and (end.reason, end.restart) == ("succeeded", False)
         with pytest.raises(RendezvousGracefulExitError, match=run_id):
             waiting.result()
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    def test_a_node_leaving_a_forming_round_lets_the_others_form_the_next(
+            self, nodes: Nodes) -> None:
+        # An hour-long last call: only the leaver abandoning the round lets the others on.
+        run_id = new_run_id()
+        handlers = nodes(3, 2, 4, run_id=run_id, last_call_timeout=3600)
+        # One after the other, so that the last call has begun before the third node joins
+        # (see test_a_node_above_min_nodes_waits_out_the_last_call).
+        calls = []
+        for i, (handler, waypoint) in enumerate(zip(handlers, ("join/1", "min", "join/3"),
+                                                    strict=True)):
+            calls.append(start_join(handler, f"node {i}"))
+            self.await_keys(handler, [_key(run_id, 0, waypoint)])
+        leaver, stayers = handlers[0], handlers[1:]
+        # The agent got a signal while it waited, and leaves.
+        assert isinstance(calls[0].interrupt(), Interrupted)
+        assert leaver.shutdown() is True
+        infos = [call.result() for call in calls[1:]]
+        assert sorted(i.rank for i in infos) == [0, 1], infos
+        assert {i.world_size for i in infos} == {2}, "the leaver is still counted"
+        assert len({(i.round, i.master_addr, i.master_port) for i in infos}) == 1
+        assert infos[0].round > 0
+        assert {i.restart_count for i in infos} == {0}, "leaving is not a failure"
+        assert "retry" in self.stored(leaver, _key(run_id, 0, "done"))
+        abandoned = RoundEnd.from_dict(self.stored(stayers[0], _key(run_id, 0, "over")))
+        assert (abandoned.reason, abandoned.restart) == ("left", True), abandoned
+        assert self.node_id(leaver) in abandoned.message
+        # Nobody in the new round is dead: it ends when its two nodes finish.
+        for handler in stayers:
+            handler.report_success()
+        end = stayers[1].round_end()
+        assert end is not None and end.reason == "succeeded", end
+
+    def test_a_node_leaving_a_round_that_completed_with_it_ends_that_round(
+            self, nodes: Nodes) -> None:
+        # The round completes while the leaver is on its way out: it never beats. Silence
+        # would take a minute to count as death; the leaver says it left instead.
+        run_id = new_run_id()
+        conf: dict[str, Any] = {"last_call_timeout": 3600, "keep_alive_max_attempt": 300}
+        leaver, other = nodes(2, 1, 2, run_id=run_id, **conf)
+        waiting = start_join(leaver, "the leaver")
+        self.await_keys(leaver, [_key(run_id, 0, "join", 1)])
+        assert isinstance(waiting.interrupt(), Interrupted)
+        first = start_join(other, "the other node").result()
+        assert first.world_size == 2, "the round completes with the leaver in it"
+        assert leaver.shutdown() is True
+        seen = wait_for_round_end(other)
+        assert (seen.reason, seen.restart, seen.survivors) == ("left", True, 1), seen
+        assert self.node_id(leaver) in seen.message
+        (second,) = joined([other])
+        assert (second.rank, second.world_size) == (0, 1)
+        assert second.round > first.round
+
+    def test_a_node_stopping_before_it_finished_restarts_the_others(self, nodes: Nodes) -> None:
+        handlers = nodes(3, 2, 3)
+        first = joined(handlers)
+        leaver = handlers[[i.rank for i in first].index(1)]
+        stayers = [h for h in handlers if h is not leaver]
+        assert leaver.shutdown() is True  # without report_success: its agent stopped early
+        for handler in stayers:
+            seen = wait_for_round_end(handler)
+            assert (seen.reason, seen.restart, seen.survivors) == ("left", True, 2), seen
+            assert self.node_id(leaver) in seen.message
+        second = joined(stayers)
+        assert sorted(i.rank for i in second) == [0, 1]
+        assert {i.world_size for i in second} == {2}
+
+    def test_a_node_stopping_before_it_finished_ends_the_job_below_min_nodes(
+            self, nodes: Nodes) -> None:
+        handlers = nodes(2, 2, 2)
+        joined(handlers)
+        leaver, stayer = handlers
+        assert leaver.shutdown() is True
+        seen = wait_for_round_end(stayer)
+        assert (seen.reason, seen.restart) == ("left", False), seen
+        assert self.node_id(leaver) in seen.message
+        assert "at least 2" in seen.message, "the message names min_nodes"
+
+    def test_a_node_that_finished_and_left_does_not_end_the_round(self, nodes: Nodes) -> None:
+        handlers = nodes(2, 2, 2)
+        joined(handlers)
+        done, last = handlers
+        done.report_success()
+        assert done.shutdown() is True
+        # Had the first node's shutdown ended the round, its outcome would win over this one.
+        last.report_success()
+        end = last.round_end()
+        assert end is not None and (end.reason, end.restart) == ("succeeded", False), end
+
+    def test_spares_take_over_when_every_running_node_falls_silent(self, nodes: Nodes) -> None:
+        run_id = new_run_id()
+        # The running nodes take a minute to call each other dead: only the spares, dead
+        # after 1 s, can end the round once both are silent.
+        running = nodes(2, 2, 2, run_id=run_id, keep_alive_max_attempt=300)
+        first = joined(running)
+        spares = nodes(2, 2, 2, run_id=run_id)
+        calls = [start_join(h, f"spare {i}") for i, h in enumerate(spares)]
+        eventually(lambda: running[0].num_nodes_waiting() >= 2,
+                   "num_nodes_waiting() counts both spares")
+        for handler in running:
+            self.stop_heartbeats(handler)
+        infos = [call.result() for call in calls]
+        assert sorted(i.rank for i in infos) == [0, 1]
+        assert {i.world_size for i in infos} == {2}
+        assert len({(i.round, i.master_addr, i.master_port) for i in infos}) == 1
+        assert infos[0].round > first[0].round
+        end = RoundEnd.from_dict(self.stored(spares[0], _key(run_id, first[0].round, "over")))
+        assert (end.reason, end.restart, end.survivors) == ("dead", True, 0), end
+
+    @pytest.mark.parametrize("how", ["succeeded", "failed", "lost"])
+    def test_a_node_arriving_after_the_job_ended_is_refused(self, nodes: Nodes,
+                                                            how: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 2, 2, run_id=run_id)
+        joined(handlers)
+        if how == "succeeded":
+            for handler in handlers:
+                handler.report_success()
+        elif how == "failed":
+            handlers[0].report_failure(_failure("out of restarts"), restart=False)
+        else:
+            self.stop_heartbeats(handlers[0])
+        end = wait_for_round_end(handlers[1]) if how != "succeeded" else handlers[1].round_end()
+        assert end is not None and (end.reason, end.restart) == (how, False), end
+        (late,) = nodes(1, 2, 2, run_id=run_id)
+        with pytest.raises(RendezvousClosedError, match="has already ended") as caught:
+            late.next_rendezvous()
+        message = str(caught.value)
+        assert run_id in message and "new --rdzv-id" in message, message
 
     # -- closing ----------------------------------------------------------------------------
 
