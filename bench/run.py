@@ -431,13 +431,7 @@ def scale_up_rows(f: dict[str, Any]) -> list[str]:
         if bad:
             rows += ["", f"{name}: agents exited non-zero after growing (exit codes by node): "
                      f"{bad}."]
-    for name, failed in f["failed"].items():
-        rows += ["", f"{name} did not reach WORLD_SIZE=3 on try {failed['after_tries']} "
-                 f"({failed['problem']}; worker files: {', '.join(failed['files'])}); not tried "
-                 f"again. Last error lines: "
-                 + "; ".join(f"{node}: `{line}`" if line else f"{node}: none"
-                             for node, line in failed["errors"].items())]
-    return rows
+    return rows + gave_up_rows(f["failed"], "{name} did not reach WORLD_SIZE=3")
 
 
 def node_loss_rows(h: dict[str, Any]) -> list[str]:
@@ -452,12 +446,19 @@ def node_loss_rows(h: dict[str, Any]) -> list[str]:
             f"| node killed (agent and workers) -> both survivors run WORLD_SIZE=2 "
             f"| {cell('torchrun')} | {cell('pliant')} | {h['target']} | {verdict(h['met'])} |",
             "", f"Both launchers with `{h['keep_alive']}`."]
-    for name, failed in h["failed"].items():
-        rows += ["", f"{name}: the survivors did not run again on try {failed['after_tries']} "
-                 f"({failed['problem']}; worker files: {', '.join(failed['files'])}); not tried "
+    return rows + gave_up_rows(h["failed"], "{name}: the survivors did not run again")
+
+
+def gave_up_rows(failed: dict[str, dict[str, Any]], outcome: str) -> list[str]:
+    """One paragraph per launcher that was not tried again: what happened, in its agents'
+    own last error lines. ``outcome`` is a format string with ``{name}``."""
+    rows = []
+    for name, run in failed.items():
+        rows += ["", f"{outcome.format(name=name)} on try {run['after_tries']} "
+                 f"({run['problem']}; worker files: {', '.join(run['files'])}); not tried "
                  f"again. Last error lines: "
                  + "; ".join(f"{node}: `{line}`" if line else f"{node}: none"
-                             for node, line in failed["errors"].items())]
+                             for node, line in run["errors"].items())]
     return rows
 
 
