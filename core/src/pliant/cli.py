@@ -334,6 +334,9 @@ def _show(value: Any) -> str:
 
 def _store(ns: argparse.Namespace) -> int:
     _setup_logging(False)
+    if not 0 <= ns.port <= 65535:
+        raise UsageError(f"invalid port {ns.port} (from flag --port): expected 0 to 65535 "
+                         "(0 picks a free one)")
     pm = _plugin_manager(_load_config(ns))
     backend = ns.backend or "c10d"
     chosen = pm.select("rendezvous", backend, "flag --backend" if ns.backend else

@@ -220,3 +220,12 @@ def test_pliant_store_serves_agents_and_exits_0_on_sigterm(
         end = wait_for_round_end(handler)
         assert (end.reason, end.restart) == ("store", False)
         assert f"127.0.0.1:{port}" in end.message
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_pliant_store_refuses_a_port_out_of_range(port: str) -> None:
+    done = subprocess.run([PLIANT, "store", "--host", "127.0.0.1", "--port", port],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"invalid port {port} (from flag --port)" in done.stderr, done.stderr
