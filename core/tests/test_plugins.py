@@ -458,11 +458,11 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--rdzv-backend", "etcd"],
-     ["unknown rendezvous backend 'etcd' (from flag --rdzv-backend)", "available: ",
-      "embedded.", "pip install pliant-etcd"]),
-    (["--nnodes", "2", "--rdzv-backend", "etcd-v2"],
-     ["unknown rendezvous backend 'etcd-v2'", "pip install pliant-etcd"]),
+    (["--rdzv-backend", "zookeeper"],
+     ["unknown rendezvous backend 'zookeeper' (from flag --rdzv-backend)", "available: ",
+      "embedded.", "install a plugin that provides rendezvous backend 'zookeeper'"]),
+    (["--nnodes", "2", "--rdzv-backend", "static-tcp"],
+     ["unknown rendezvous backend 'static-tcp'", "available: "]),
     (["--metrics", "cloudwatch"],
      ["unknown metric handler 'cloudwatch' (from flag --metrics)", "available: good, null.",
       "pip install pliant-cloudwatch"]),
@@ -470,7 +470,7 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
      ["unknown event handler 'nope' (from flag --events)", "available: null.",
       "install a plugin that provides event handler 'nope'"]),
     (["--timer", "nope"], ["unknown timer backend 'nope' (from flag --timer)"]),
-], ids=["rdzv-etcd", "rdzv-etcd-v2", "metrics-cloudwatch", "events-nope", "timer-nope"])
+], ids=["rdzv-zookeeper", "rdzv-static-tcp", "metrics-cloudwatch", "events-nope", "timer-nope"])
 def test_unknown_backend_lists_the_names_and_the_package_to_install(
         make_dist, pliant, script, args, fragments):
     make_dist("pliant-good", "1.2.3", GOOD)
@@ -479,9 +479,9 @@ def test_unknown_backend_lists_the_names_and_the_package_to_install(
 
 
 def test_unknown_backend_from_the_environment_names_the_variable(pliant, script):
-    result = pliant("run", str(script), env={"PLIANT_RDZV_BACKEND": "etcd"})
+    result = pliant("run", str(script), env={"PLIANT_RDZV_BACKEND": "zookeeper"})
 
-    assert_user_error(result, "'etcd' (from env PLIANT_RDZV_BACKEND)", "pip install pliant-etcd")
+    assert_user_error(result, "'zookeeper' (from env PLIANT_RDZV_BACKEND)")
 
 
 # -- PluginManager in process -------------------------------------------------------------

@@ -136,6 +136,33 @@ class Timeouts:
         return self.keep_alive_interval * max(self.keep_alive_max_attempt, 2)
 
 
+class _Pulse:
+    """Whether one watched node still lives, judged by its heartbeat key as the store keeps
+    it: a counter that must keep moving, or (``expiring_beats``) a key that exists while the
+    node's lease lives and vanishes when the store expires it."""
+
+    def __init__(self, expiring: bool, dead_after: float) -> None:
+        self._expiring, self._dead_after = expiring, dead_after
+        self._last: int | None = None
+        self._seen = False
+        self._since = time.monotonic()
+
+    def dead(self, beat: int | None, now: float, stalled: bool = False) -> bool:
+        """Record a reading of the node's beat; True once it counts as dead. ``stalled``: the
+        store itself was too slow to answer, which silenced everyone and is not a death."""
+        if self._expiring:
+            if beat is not None:
+                self._seen, self._since = True, now
+                return False
+            # Gone after being seen: the store expired its lease. Never seen: it had
+            # dead_after seconds to start beating.
+            return self._seen or now - self._since > self._dead_after
+        if beat != self._last or stalled:
+            self._last, self._since = beat, now
+            return False
+        return now - self._since > self._dead_after
+
+
 class _Keys:
     def __init__(self, run_id: str) -> None:
         self.prefix = f"pliant/{run_id}/"
@@ -199,11 +226,14 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self.timeouts = Timeouts.from_params(params)
         self._keys = _Keys(params.run_id)
         self._hosts_store = hosts_store
-        host = store.endpoint.rsplit(":", 1)[0].strip("[]") if store.endpoint else ""
+        # The first member of "[scheme://]host:port[,host:port...]" shows the route out.
+        first = store.endpoint.split(",")[0].partition("://")[2] or store.endpoint.split(",")[0]
+        host = first.rsplit(":", 1)[0].strip("[]") if first else ""
         self._addr = params.local_addr or _route_addr(host)
         self._hostname = socket.gethostname()
         self.node_id = f"{self._hostname}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._checked_meta = False
+        self._lost = False  # a call found the store unreachable
         self._round: int | None = None
         self._done: dict[str, Any] | None = None
         self._rank = -1
@@ -292,13 +322,18 @@ class ElasticRendezvousHandler(RendezvousHandler):
         for connection in self._connections:
             connection.close()
         self._connections.clear()
+        lost = self._lost or (self._end is not None and self._end.reason == "store")
         try:
+            if lost:  # every call would wait out read_timeout again: nothing can be told
+                raise RendezvousConnectionError(f"the store at {self._store.endpoint} was lost")
             self._withdraw()
             if not self._left and self._round is not None and self._end is None:
                 self._post_departure()
             self._leave()
             if self._hosts_store:
                 self._serve_until_others_leave()
+            else:
+                self._clean_up()
         except RendezvousError as exc:
             log.debug("shutdown: %s", exc)
         self._store.close()
@@ -517,18 +552,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
         """Wait for round k's ``over`` key. If every node of the round falls silent (all were
         killed), nobody is left to write it: end the round here, so spares take over."""
         over, t = self._keys.of(k, "over"), self.timeouts
-        seen: dict[str, tuple[int | None, float]] = {}
+        pulses = {node["id"]: self._pulse() for node in nodes}
         next_log = time.monotonic() + PROGRESS_INTERVAL * 12
         while not self._wait([over], time.monotonic() + t.keep_alive_interval):
             now = time.monotonic()
             alive = 0
             for node in nodes:
                 beat = self._store.last_beat(self._keys.beat(node["id"]))
-                last, since = seen.get(node["id"], (None, now))
-                if beat != last:
-                    last, since = beat, now
-                seen[node["id"]] = (last, since)
-                alive += (beat is None or beat < CLOSED) and now - since <= t.dead_after
+                dead = pulses[node["id"]].dead(beat, now)
+                alive += (beat is None or beat < CLOSED) and not dead
             if nodes and not alive:
                 self._post_end(RoundEnd("dead", f"every node of round {k} stopped sending "
                                         "heartbeats; the waiting nodes take over",
@@ -593,7 +625,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         healthy = False
         try:
             next_beat = 0.0
-            last, changed = None, time.monotonic()
+            pulse = self._pulse()
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= next_beat:
@@ -608,14 +640,12 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     beat = store.last_beat(self._keys.beat(ring[0]["id"]))
                     if beat is not None and beat >= CLOSED:  # it left normally
                         ring.pop(0)
-                        last, changed = None, time.monotonic()
+                        pulse = self._pulse()
                         continue
+                    # A store that stalled this long (torch's server blocks while it looks up
+                    # a new client's name) silenced everyone: that is not a death.
                     stalled = time.monotonic() - now > t.keep_alive_interval
-                    if beat != last or stalled:
-                        # A store that stalled this long (torch's server blocks while it looks
-                        # up a new client's name) silenced everyone: that is not a death.
-                        last, changed = beat, time.monotonic()
-                    elif time.monotonic() - changed > t.dead_after:
+                    if pulse.dead(beat, time.monotonic(), stalled):
                         self._declare_dead(store, k, ring[0], len(nodes))
                     break
             healthy = True
@@ -732,10 +762,27 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._left = True
             self._call(self._store.beat, self._keys.beat(self.node_id), CLOSED)
 
+    def _clean_up(self) -> None:
+        """The job is over and every other node of its last round has left: delete the run's
+        keys, so that a store which outlives the job (etcd) keeps nothing of it. Each node
+        marks itself gone before it looks at the others, so the last one out sees all marks."""
+        if self._round is None or self._done is None:
+            return
+        over = self._get(self._keys.of(self._round, "over"))
+        if over is None or RoundEnd.from_dict(self._decode("over", over)).restart:
+            return  # the job goes on without this node
+        for node in self._done["nodes"]:
+            if node["id"] != self.node_id:
+                beat = self._store.last_beat(self._keys.beat(node["id"]))
+                if beat is not None and beat < CLOSED:
+                    return  # still there; on a counter store also a node that died
+        self._call(self._store.delete_prefix, self._keys.prefix)
+        log.debug("deleted the keys of run %r from %s", self._run_id, self._store.endpoint)
+
     def _serve_until_others_leave(self) -> None:
         """This agent hosts the store: stay until every other node has left or died."""
         t = self.timeouts
-        seen: dict[str, tuple[int | None, float]] = {}
+        pulses: dict[str, _Pulse] = {}
         told = False
         while True:
             current = self._get(self._keys.current)
@@ -749,11 +796,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 beat = self._store.last_beat(self._keys.beat(node["id"]))
                 if beat is not None and beat >= CLOSED:
                     continue
-                last, since = seen.get(node["id"], (None, time.monotonic()))
-                if beat != last:
-                    last, since = beat, time.monotonic()
-                seen[node["id"]] = (last, since)
-                if time.monotonic() - since <= t.dead_after:
+                pulse = pulses.setdefault(node["id"], self._pulse())
+                if not pulse.dead(beat, time.monotonic()):
                     others.append(node["host"])
             if not others:
                 return
@@ -762,6 +806,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
                          "%s", self._store.endpoint, len(others), ", ".join(others))
                 told = True
             time.sleep(t.keep_alive_interval)  # an exit barrier, not a rendezvous: polling is fine
+
+    def _pulse(self) -> _Pulse:
+        return _Pulse(self._store.expiring_beats, self.timeouts.dead_after)
 
     # -- store access -----------------------------------------------------------------------
 
@@ -822,8 +869,12 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
+        except RendezvousConnectionError:
+            self._lost = True
+            raise
         except RendezvousError:
             raise
         except (OSError, RuntimeError) as exc:
+            self._lost = True
             raise RendezvousConnectionError(
                 f"rendezvous store at {self._store.endpoint} failed: {exc}") from exc

@@ -13,8 +13,10 @@ The interface is three things:
 * **change notification** (:meth:`~RendezvousStore.wait`): block until keys
   exist, woken by the store (TCPStore's wait, an etcd watch), never by polling;
 * **liveness** (:meth:`~RendezvousStore.beat` and
-  :meth:`~RendezvousStore.last_beat`): heartbeat counters by default; a store
-  with leases can override both.
+  :meth:`~RendezvousStore.last_beat`): heartbeat counters by default, which
+  the watching node must see move; a store with leases overrides both and sets
+  :attr:`~RendezvousStore.expiring_beats`, and then a node is alive while its
+  key exists.
 
 Values are bytes, and never empty (TCPStore cannot tell an empty value from a
 missing key in a compare-and-set). Every method raises
@@ -35,6 +37,12 @@ class RendezvousStore(ABC):
 
     #: Where the store is, for error messages (``host:port``, a list of members).
     endpoint: str = ""
+
+    #: False (counters): a node is alive while its beat count moves, and dead after
+    #: ``dead_after`` seconds without a change. True (leases): ``beat`` keeps the node's key
+    #: alive, the store deletes the key once the node stops beating for its lease's time to
+    #: live, and a node is dead as soon as its key is gone.
+    expiring_beats: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes | None:
@@ -73,7 +81,11 @@ class RendezvousStore(ABC):
     # -- liveness: heartbeat counters unless the store has something better ----------
 
     def beat(self, key: str, amount: int = 1) -> int:
-        """Say "this node is alive" under ``key``; returns the new beat count."""
+        """Say "this node is alive" under ``key``; returns the new beat count.
+
+        The protocol adds a large amount (``CLOSED``) when a node leaves normally: that count
+        must stay readable with :meth:`last_beat` until the run's keys are deleted, even on a
+        store whose beats expire."""
         return self.add(key, amount)
 
     def last_beat(self, key: str) -> int | None:
