@@ -30,12 +30,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import grpc
-import pyetcd
 from pliant.rendezvous import RendezvousConnectionError, RendezvousError
 from pliant.rendezvous.elastic import CLOSED
 from pliant.rendezvous.store import RendezvousStore
-from pyetcd import events, exceptions
+
+from pliant_etcd._grpc import events, exceptions, grpc, pyetcd
 
 __all__ = ["EtcdAuthError", "EtcdConfig", "EtcdRendezvousStore"]
 
@@ -43,9 +42,11 @@ log = logging.getLogger("pliant.etcd")
 
 T = TypeVar("T")
 
-#: How long one request may take before it is tried on another member. etcd answers in
-#: milliseconds; a member that takes this long is as good as gone.
-ATTEMPT_TIMEOUT = 5.0
+#: How long one request may take before it is tried again, on another member. etcd answers
+#: in milliseconds. A request a follower had forwarded to a leader that then died is never
+#: answered (etcd gives up on it after 5 s): retrying it after a second lets the rendezvous go
+#: on as soon as a new leader is elected.
+ATTEMPT_TIMEOUT = 1.0
 #: How soon a member that failed is tried again (pyetcd's default is 5 minutes, far longer
 #: than it takes to restart one).
 RETRY_MEMBER_AFTER = 0.2

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pyetcd
+from pliant_etcd._grpc import pyetcd
 
 __all__ = ["EtcdCluster", "EtcdMember", "etcd_binary", "etcdctl_binary"]
 
