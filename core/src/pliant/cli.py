@@ -299,15 +299,20 @@ def _plugins(ns: argparse.Namespace) -> int:
 
 def _show_config(ns: argparse.Namespace) -> int:
     cfg = _load_config(ns)
-    print(f"# config file: {cfg.file or 'none'}")
-    for name, value in cfg.items():
-        print(f"{name} = {_show(value.value)}  # {value.source}")
     pm = _plugin_manager(cfg)
     backend, source = _rdzv_backend(cfg)
     selected = [("rdzv_conf", "", pm.select("rendezvous", backend, source, cfg["rdzv_conf"],
                                             cfg.source("rdzv_conf")))]
     selected += [(f"{kind}_conf", prefix, chosen)
                  for kind, prefix, chosen in _selected_sinks(cfg, pm)]
+    secret = {(table, prefix + s.name) for table, prefix, chosen in selected
+              for s in chosen.registration.settings if s.secret}
+    print(f"# config file: {cfg.file or 'none'}")
+    for name, value in cfg.items():
+        shown = value.value
+        if isinstance(shown, dict):  # a plugin's table: its secrets stay hidden here too
+            shown = {k: "<hidden>" if (name, k) in secret else v for k, v in shown.items()}
+        print(f"{name} = {_show(shown)}  # {value.source}")
     for table, prefix, chosen in selected:
         reg = chosen.registration
         print(f"# {reg.kind} {reg.name!r}, from plugin {chosen.plugin.label}")
