@@ -460,7 +460,7 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
 @pytest.mark.parametrize("args, fragments", [
     (["--rdzv-backend", "zookeeper"],
      ["unknown rendezvous backend 'zookeeper' (from flag --rdzv-backend)", "available: ",
-      "embedded.", "install a plugin that provides rendezvous backend 'zookeeper'"]),
+      "embedded", "etcd-v2.", "install a plugin that provides rendezvous backend 'zookeeper'"]),
     (["--nnodes", "2", "--rdzv-backend", "static-tcp"],
      ["unknown rendezvous backend 'static-tcp'", "available: "]),
     (["--metrics", "cloudwatch"],
