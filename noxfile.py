@@ -57,4 +57,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks against torchrun; writes bench/results/."""
+    # What only the bench needs (python-etcd, for torch's etcd-v2 backend in figure i).
+    _python(session, "-m", "pip", "install", "-q", "-r", "bench/requirements.txt")
     _python(session, "bench/run.py", *session.posargs)

@@ -173,7 +173,19 @@ def main(argv: list[str]) -> None:
     ops = OpCounter()
     build = pliant_handlers if launcher == "pliant" else torch_handlers
     handlers = build(server.port, n, ops)
+    result = {"launcher": launcher, **burst(handlers, ops, limit)}
+    if result["seconds"] is not None:
+        shut_down(handlers)
+    print(json.dumps(result), flush=True)
+    os._exit(0)  # a stuck handler's threads must not keep this process alive
 
+
+def burst(handlers: list[Any], ops: OpCounter, limit: float) -> dict[str, Any]:
+    """Release one thread per handler at once, each calling ``next_rendezvous``; wait up to
+    ``limit`` s for all. ``nodes``, ``finished``, ``seconds`` (release to the last node holding
+    its RendezvousInfo; None unless all did), ``ops``, ``world_sizes``, ``errors`` (the first
+    three)."""
+    n = len(handlers)
     release = threading.Barrier(n + 1)
     finished_at: list[float] = []
     world_sizes: list[int] = []
@@ -206,24 +218,22 @@ def main(argv: list[str]) -> None:
     begin = time.perf_counter()
     all_done.wait(limit)
     with lock:
-        result = {"launcher": launcher, "nodes": n, "finished": len(finished_at),
-                  "seconds": max(finished_at) - begin if len(finished_at) == n else None,
-                  "ops": ops.snapshot(), "world_sizes": sorted(set(world_sizes)),
-                  "errors": errors[:3]}
-    if result["seconds"] is not None:
-        shut_down(handlers)
-    print(json.dumps(result), flush=True)
-    os._exit(0)  # a stuck handler's threads must not keep this process alive
+        return {"nodes": n, "finished": len(finished_at),
+                "seconds": max(finished_at) - begin if len(finished_at) == n else None,
+                "ops": ops.snapshot(), "world_sizes": sorted(set(world_sizes)),
+                "errors": errors[:3]}
 
 
-def shut_down(handlers: list[Any]) -> None:
-    """``shutdown()`` every handler, all at once (one by one, each waits out its keep-alive)."""
+def shut_down(handlers: list[Any]) -> int:
+    """``shutdown()`` every handler, all at once (one by one, each waits out its keep-alive);
+    how many had not returned within :data:`SHUTDOWN_LIMIT_S`."""
     threads = [threading.Thread(target=h.shutdown, daemon=True) for h in handlers]
     for t in threads:
         t.start()
     deadline = time.monotonic() + SHUTDOWN_LIMIT_S
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
+    return sum(t.is_alive() for t in threads)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ LAUNCHERS = {
 #: The Python module whose ``main()`` each launcher's console script calls.
 ENTRY_MODULES = {"torchrun": "torch.distributed.run", "pliant": "pliant.cli"}
 TIMEOUT_S = 300.0
+SAMPLE_EVERY_S = 0.01  # how often a launcher's VmHWM is read (see peak_rss_mb)
 #: Launcher settings (torchrun's PET_*, pliant's PLIANT_*) and an outer launcher's variables.
 IGNORED_ENV_PREFIXES = ("PET_", "PLIANT_", "TORCHELASTIC_")
 #: glibc resolver options for everything the bench starts; see :func:`resolver_env`.
@@ -143,6 +145,33 @@ def read_time(launch: Launch, path: Path) -> float:
         return float(path.read_text())
     except (OSError, ValueError) as exc:
         raise launch.fail(f"worker file {path.name} missing or unreadable ({exc})") from exc
+
+
+def peak_rss_mb(launch: Launch) -> float:
+    """The launcher process's own VmHWM in MB (10^6 bytes), read from ``/proc/<pid>/status``
+    every :data:`SAMPLE_EVERY_S` until it exits (VmHWM never decreases: the last value read is
+    the peak); then :func:`finish`. Its workers are other processes, not counted."""
+    status = Path(f"/proc/{launch.proc.pid}/status")
+    peak_kb = 0
+    while launch.proc.poll() is None:
+        peak_kb = max(peak_kb, read_vmhwm_kb(status))
+        time.sleep(SAMPLE_EVERY_S)
+    finish(launch)
+    if peak_kb == 0:
+        raise launch.fail("exited before its VmHWM could be read")
+    return peak_kb * 1024 / 1e6
+
+
+def read_vmhwm_kb(status: Path) -> int:
+    """VmHWM in kB, or 0 when the process is gone or a zombie (no memory left)."""
+    try:
+        text = status.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def free_port() -> int:

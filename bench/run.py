@@ -1,7 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
 Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
-figures a to g, default all).
+figures a to k, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -49,7 +49,14 @@ Single-node figures (``--standalone --nproc-per-node 2``):
 
 Multi-node figures, c10d rendezvous on loopback: (d) N nodes joining at once,
 (e) two agents (launch, and recovery from a worker crash), (f) scale-up of a
-running 2:3 job by a third agent. They are described in ``rendezvous.py``.
+running 2:3 job by a third agent, (h) node loss. They are described in ``rendezvous.py``.
+
+etcd figures, pliant-etcd on real etcd servers on loopback (fsync on): (i) N nodes joining
+at once on one etcd server, beside pliant-c10d and torch's etcd-v2 backend, (j) an etcd
+member (the leader, or a follower) killed under a running round, (k) the agent's peak
+memory with the etcd backend. They are described in ``etcd_figures.py``; torch's etcd-v2
+backend needs python-etcd (``pip install -r bench/requirements.txt``), and is left out,
+with the reason shown, without it.
 
 Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
@@ -77,6 +84,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import etcd_figures
 import rendezvous
 from launchers import (
     HERE,
@@ -87,6 +95,7 @@ from launchers import (
     LauncherError,
     finish,
     launcher_env,
+    peak_rss_mb,
     read_time,
     resolver_env,
     start,
@@ -96,8 +105,7 @@ from launchers import (
 RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-SAMPLE_EVERY_S = 0.01
-FIGURES = "abcdefgh"
+FIGURES = "abcdefghijk"
 
 
 @dataclass
@@ -149,28 +157,7 @@ def sample_recovery(launcher: str, scratch: Path) -> float:
 
 def sample_peak_rss(launcher: str, scratch: Path) -> float:
     """(c) The launcher's own VmHWM in MB, sampled until it exits."""
-    launch = start_standalone(launcher, scratch, str(WORKERS / "sleep.py"))
-    status = Path(f"/proc/{launch.proc.pid}/status")
-    peak_kb = 0
-    while launch.proc.poll() is None:
-        peak_kb = max(peak_kb, read_vmhwm_kb(status))
-        time.sleep(SAMPLE_EVERY_S)
-    finish(launch)
-    if peak_kb == 0:
-        raise launch.fail("exited before its VmHWM could be read")
-    return peak_kb * 1024 / 1e6
-
-
-def read_vmhwm_kb(status: Path) -> int:
-    """VmHWM in kB, or 0 when the process is gone or a zombie (no memory left)."""
-    try:
-        text = status.read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return peak_rss_mb(start_standalone(launcher, scratch, str(WORKERS / "sleep.py")))
 
 
 RELIABILITY_TIMEOUT_S = 120.0
@@ -290,6 +277,22 @@ def run_scale_up(repeat: int) -> dict[str, Any]:
 def run_node_loss(repeat: int) -> dict[str, Any]:
     return {"title": "(h) node loss: one node of a running --nnodes 2:3 job is killed",
             **rendezvous.run_node_loss(repeat)}
+
+
+def run_etcd_burst(repeat: int) -> dict[str, Any]:
+    return {"title": "(i) N nodes joining at once on one etcd server, threads of one process",
+            **etcd_figures.run_etcd_burst(repeat)}
+
+
+def run_failover(repeat: int) -> dict[str, Any]:
+    return {"title": f"(j) an etcd member is killed under a running round "
+                     f"({etcd_figures.FAILOVER_NODES} pliant-etcd nodes, 3 members)",
+            **etcd_figures.run_failover(repeat)}
+
+
+def run_etcd_rss(repeat: int) -> dict[str, Any]:
+    return {"title": "(k) agent peak RSS (VmHWM) with the etcd backend",
+            **etcd_figures.run_etcd_rss(repeat)}
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -462,6 +465,157 @@ def gave_up_rows(failed: dict[str, dict[str, Any]], outcome: str) -> list[str]:
     return rows
 
 
+def etcd_setup(fig: dict[str, Any]) -> str:
+    e = fig["etcd"]
+    return (f"etcd {e['etcd']} ({e['etcd_flags']}; data in {e['data_dir_fs']}), "
+            f"etcd-sdk-python {e['etcd_sdk_python']}, grpcio {e['grpcio']}, python-etcd "
+            f"{e['python_etcd']}")
+
+
+def etcd_burst_rows(i: dict[str, Any]) -> list[str]:
+    names = etcd_figures.BURST_BACKENDS
+    rows = ["| nodes | pliant-etcd median | pliant-c10d median | torch etcd-v2 median "
+            "| pliant-etcd: store ops (etcd requests) per node | torch etcd-v2: requests per "
+            "node | target | met? |", "|---|---|---|---|---|---|---|---|"]
+    for r in i["rows"]:
+        n, median, ops = r["nodes"], r["median"], r["ops_per_round"]
+        cells = {}
+        for name in names:
+            late = r["timed_out"].get(name)
+            if late is not None and median[name] is None:
+                cells[name] = (f"no result in {late['limit_s']:.0f} s ({late['finished']} of "
+                               f"{n} nodes done, {late['ops']} requests so far)")
+            elif name in i["failed"] and median[name] is None:
+                cells[name] = "did not run (below)"
+            else:
+                cells[name] = fmt(median[name])
+        requests = r["etcd_requests_per_round"]
+        pliant_ops = ("-" if ops["pliant-etcd"] is None else f"{ops['pliant-etcd'] / n:.1f}"
+                      + ("" if requests is None else f" ({requests / n:.1f})"))
+        torch_ops = "-" if ops["torch-etcd-v2"] is None else f"{ops['torch-etcd-v2'] / n:.1f}"
+        target = "-" if r["met"] is None else f"<= {etcd_figures.BURST_TARGET_S:g} s"
+        rows.append(f"| {n} | {cells['pliant-etcd']} | {cells['pliant-c10d']} "
+                    f"| {cells['torch-etcd-v2']} | {pliant_ops} | {torch_ops} | {target} "
+                    f"| {verdict(r['met'])} |")
+    left = sum(sum(r["keys_left"]) for r in i["rows"])
+    runs = sum(len(r["keys_left"]) for r in i["rows"])
+    shutdown = ", ".join(f"N={r['nodes']}: {fmt(r['shutdown_s']['pliant-etcd'])}"
+                         for r in i["rows"] if r["shutdown_s"]["pliant-etcd"] is not None)
+    rows += ["", "Timed: from releasing the N node threads (each handler built, its first "
+             "connection open) to the last one holding its rank, as in (d); the keep-alive "
+             "connection each handler opens in `next_rendezvous` is inside the clock. "
+             "pliant-etcd: `EtcdRendezvousHandler` on one etcd server (`EtcdCluster(1)`, "
+             "fsync on); pliant-c10d: one TCPStore, as in (d); torch etcd-v2: "
+             "`DynamicRendezvousHandler` on `EtcdRendezvousBackend` (python-etcd, etcd's v2 "
+             "API, a second etcd server with the same flags and `--enable-v2`). Backends "
+             "rotated round by round; a new run id per sample. All nodes are threads of one "
+             "Python process on this machine's CPUs, the etcd server beside them: per-request "
+             "client CPU counts as much as the server's. Store ops: pliant's "
+             "`RendezvousStore` calls; etcd requests: gRPC messages the server received from "
+             "the release to the last rank (its `/metrics`; a lost compare-and-set retried "
+             "counts again; keep-alive of nodes already done included); torch: `get_state` "
+             "and `set_state`, each one HTTP request.",
+             "", f"After each sample every handler is shut down (all at once; pliant-etcd "
+             f"median {shutdown}). Keys pliant-etcd left under the run's prefix after shutting "
+             f"down: {left} in {runs} runs (a finished run should leave none).",
+             "", f"Setup: {etcd_setup(i)}. Target: {i['target']}."]
+    stuck = {name: sum(r["shutdown_stuck"][name] for r in i["rows"]) for name in names
+             if all("shutdown_stuck" in r for r in i["rows"])}
+    if any(stuck.values()):
+        rows += ["", "Handlers whose `shutdown()` had not returned within 30 s: " + ", ".join(
+            f"{name} {count}" for name, count in stuck.items() if count) + "."]
+    for name, why in i["failed"].items():
+        rows += ["", f"{name} did not run: {why}."]
+    return rows
+
+
+def failover_rows(j: dict[str, Any]) -> list[str]:
+    def cell(part: dict[str, Any] | None) -> str:
+        if part is None:
+            return "-"
+        return (f"{fmt(part['median'])} ({part['min']:.3f}-{part['max']:.3f}, "
+                f"{len(part['samples'])})")
+
+    rows = ["| member killed | measure | median (min-max, samples) | target | met? |",
+            "|---|---|---|---|---|"]
+    for victim in ("leader", "follower"):
+        op, rdzv = j["parts"][victim]["op"], j["parts"][victim]["rdzv"]
+        target = f"<= {etcd_figures.FAILOVER_TARGET_S:g} s" if victim == "leader" else "-"
+
+        def met(part: dict[str, Any] | None, failures: int, victim: str = victim) -> str:
+            if victim != "leader":
+                return "-"
+            return verdict(failures == 0 and part is not None
+                           and part["median"] <= etcd_figures.FAILOVER_TARGET_S)
+
+        rows += [f"| {victim} | kill -> a write through every node's own store succeeded "
+                 f"| {cell(op['every_node'])} | {target} "
+                 f"| {met(op['every_node'], op['failures'])} |",
+                 f"| {victim} | ... through a store that was connected to the killed member "
+                 f"| {cell(op['on_victim'])} | - | - |",
+                 f"| {victim} | ... through a store connected to a surviving member "
+                 f"| {cell(op['off_victim'])} | - | - |",
+                 f"| {victim} | kill + round end posted -> every node saw the round end "
+                 f"| {cell(rdzv['noticed'])} | - | - |",
+                 f"| {victim} | kill + round end posted -> every node has its rank in the next "
+                 f"round | {cell(rdzv['seconds'])} | {target} "
+                 f"| {met(rdzv['seconds'], rdzv['failures'])} |"]
+    spurious = [e for v in j["parts"].values() for e in v["op"]["spurious_ends"]]
+    left = [k for v in j["parts"].values() for m in ("op", "rdzv") for k in v[m]["keys_left"]]
+    failures = {f"{v} {m}": (p[m]["failures"], p[m]["errors"]) for v, p in j["parts"].items()
+                for m in ("op", "rdzv") if p[m]["failures"]}
+    rows += ["", f"A fresh 3-member cluster per sample (fsync on); {j['nodes']} pliant-etcd "
+             "nodes (threads of one process, every member's address given) form round 0, then "
+             "one member gets SIGKILL: the raft leader, or the follower most nodes' stores are "
+             "connected to (each client picks a member at random). The clock starts when the "
+             "signal is sent. Write: at once, every node writes one key through its handler's "
+             "own store (idle while the round runs); the slowest node is the figure, also "
+             "split by whether that store lost its member (samples without such a store are "
+             "left out of that line). Re-rendezvous: at once, node 0 reports a worker failure "
+             "(posts the round end); the other nodes are woken by their keep-alive threads (a "
+             "watch on the round's `over` key, resumed on another member if its stream broke) "
+             "and call `next_rendezvous`, as agents would (stopping and starting workers not "
+             "included).",
+             "", f"Round ends seen within dead_after + 1 s of the kill when no node failed "
+             f"(a member's loss taken for a node's): {len(spurious)}"
+             + (f" ({'; '.join(spurious[:3])})" if spurious else "")
+             + f". Keys left under the run's prefix after every node shut down: {len(left)} "
+             f"in {2 * sum(p['op']['samples'] for p in j['parts'].values())} runs"
+             + (f" ({', '.join(sorted({k.rsplit('/', 2)[-2] + '/...' for k in left}))})"
+                if left else "") + ".",
+             "", f"Setup: {etcd_setup(j)}. Target: {j['target']}."]
+    for what, (count, errors) in failures.items():
+        rows += ["", f"{what}: {count} sample(s) failed: " + "; ".join(f"`{e}`" for e in errors)]
+    return rows
+
+
+def etcd_rss_rows(k: dict[str, Any]) -> list[str]:
+    rows = ["| agent | median peak RSS (min-max) | target | met? |", "|---|---|---|---|"]
+    for name, part in k["agents"].items():
+        if part is None:
+            cell = f"did not run ({k['skipped'].get(name, 'no samples')})"
+        else:
+            cell = f"{fmt(part['median'], 'MB')} ({part['min']:.1f}-{part['max']:.1f})"
+        target = f"<= {etcd_figures.RSS_TARGET_MB:g} MB" if name == "pliant-etcd" else "-"
+        met = verdict(k["met"]) if name == "pliant-etcd" else "-"
+        rows.append(f"| `{etcd_rss_command(name)}` | {cell} | {target} | {met} |")
+    rows += ["", "Each agent: `--nnodes 1:2 --nproc-per-node 1 workers/sleep.py` (it waits out "
+             "the 2 s last call alone, then runs one worker for about 1 s); VmHWM of the agent "
+             "process only, read every 10 ms until it exits, as in (c). pliant-etcd on a "
+             "1-member cluster (fsync on); pliant-c10d hosts its TCPStore (`is_host=1`), which "
+             "imports torch; torchrun on a second etcd server with `--enable-v2`, "
+             "`last_call_timeout=2`. Agents rotated round by round. Keys pliant-etcd left after "
+             f"the job: {sum(k['keys_left'])} in {len(k['keys_left'])} runs.",
+             "", f"Setup: {etcd_setup(k)}. Target: {k['target']}."]
+    return rows
+
+
+def etcd_rss_command(name: str) -> str:
+    return {"pliant-etcd": "pliant run --rdzv-backend etcd",
+            "pliant-c10d": "pliant run --rdzv-backend c10d",
+            "torchrun-etcd-v2": "torchrun --rdzv-backend etcd-v2"}.get(name, name)
+
+
 def run_row(key: str, run: dict[str, Any]) -> str:
     load = run["loadavg_at_start"][0], run["loadavg_at_end"][0]
     return (f"| {key} | {run['date']} | {run['git_commit'][:10]}"
@@ -488,6 +642,11 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
                         ("h", node_loss_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *render(figures[key])]
+    if {"i", "j", "k"} & figures.keys():
+        out += ["", "## etcd: pliant-etcd on real etcd servers on this machine (loopback)"]
+    for key, etcd_render in (("i", etcd_burst_rows), ("j", failover_rows), ("k", etcd_rss_rows)):
+        if key in figures:
+            out += ["", f"### {figures[key]['title']}", "", *etcd_render(figures[key])]
     out += ["", "## Runs", "",
             "| figure | started | commit | runs per launcher | 1-min load | resolver options |",
             "|---|---|---|---|---|---|"]
@@ -521,8 +680,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(FIGURES), metavar="LETTERS",
                         help="figures to run, comma-separated, from a (launch) b (recovery) "
                              "c (memory) d (join burst) e (two agents) f (scale-up) g (gloo "
-                             "restart) h (node loss); default all. Others keep their earlier "
-                             "results.")
+                             "restart) h (node loss) i (join burst on etcd) j (etcd member "
+                             "failover) k (agent memory, etcd); default all. Others keep their "
+                             "earlier results.")
     parser.add_argument("--system-resolver", action="store_true",
                         help=f"do not set RES_OPTIONS={RESOLVER_OPTIONS} (see "
                              "launchers.resolver_env)")
@@ -551,11 +711,14 @@ def main(argv: list[str] | None = None) -> int:
         "f": lambda: run_scale_up(ns.repeat),
         "g": lambda: run_reliability(ns.tries),
         "h": lambda: run_node_loss(ns.repeat),
+        "i": lambda: run_etcd_burst(ns.repeat),
+        "j": lambda: run_failover(ns.repeat),
+        "k": lambda: run_etcd_rss(ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
     try:
-        if set(ns.only) - {"d"}:
+        if set(ns.only) - {"d", "i", "j"}:  # the others start launchers
             print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
             warm_up()
         for key in sorted(set(ns.only)):

@@ -319,9 +319,6 @@ class ElasticRendezvousHandler(RendezvousHandler):
         for thread in self._detached:
             thread.join()
         self._detached.clear()
-        for connection in self._connections:
-            connection.close()
-        self._connections.clear()
         lost = self._lost or (self._end is not None and self._end.reason == "store")
         try:
             if lost:  # every call would wait out read_timeout again: nothing can be told
@@ -329,15 +326,25 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._withdraw()
             if not self._left and self._round is not None and self._end is None:
                 self._post_departure()
+            # Marked as left before the heartbeat connections close: on a store with leases,
+            # closing one deletes the heartbeat, and a node with none counts as gone, so the
+            # last node out could delete the run's keys under this one's feet.
             self._leave()
+            self._close_connections()
             if self._hosts_store:
                 self._serve_until_others_leave()
             else:
                 self._clean_up()
         except RendezvousError as exc:
             log.debug("shutdown: %s", exc)
+        self._close_connections()
         self._store.close()
         return True
+
+    def _close_connections(self) -> None:
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
 
     # -- the agent's extensions -------------------------------------------------------------
 

@@ -276,8 +276,8 @@ class EtcdRendezvousStore(RendezvousStore):
     # -- watches ----------------------------------------------------------------------------------
 
     def _watch(self, keys: list[bytes]) -> None:
-        """Watch each key not watched yet, from the revision it was read missing at; after a
-        broken stream, watch every key again from the last revision it was seen at."""
+        """Watch each key not watched yet; after a broken stream, watch every key again from the
+        last revision it was seen at, so that nothing written meanwhile is missed."""
         with self._cond:
             broken, self._broken = self._broken, None
             if broken is not None:
@@ -286,26 +286,34 @@ class EtcdRendezvousStore(RendezvousStore):
         if broken is not None:
             log.debug("watch stream to %s broke (%s): resuming", self.endpoint, _cause(broken))
             self._fail_over(mark=_is_connection_error(broken))
+        for watch in [w for w in self._watches.values() if w.id is None and not w.compacted]:
+            watch.id = self._add_watch(watch, watch.revision + 1)
         for key in keys:
             known = self._watches.get(key)
-            if known is None or known.compacted:
-                value, revision = self._read(key)
+            if known is not None and not known.compacted:
+                continue
+            # A new watch starts at the newest revision, and only then is the key read: a
+            # watch asked to start at an older revision is served by etcd's catch-up loop,
+            # which runs every 100 ms, and every rendezvous wait would pay for it.
+            watch = _Watch(key)
+            self._watches[key] = watch
+            watch.id = self._add_watch(watch, None)
+            value, revision = self._read(key)
+            with self._cond:
+                watch.revision = max(watch.revision, revision)  # resume after what was read
                 if value is not None:
-                    with self._cond:
-                        self._present.add(key)
-                    continue
-                new = self._watches.setdefault(key, _Watch(key))
-                new.revision, new.compacted = revision, False
-        with self._cond:
-            pending = [w for w in self._watches.values() if w.id is None]
-        for watch in pending:
-            try:
-                watch.id = self._client.add_watch_callback(
-                    watch.key, self._on_response(watch), start_revision=watch.revision + 1)
-            except Exception:
-                with self._cond:
-                    self._broken = self._broken or RuntimeError("watch not created")
-                raise
+                    self._present.add(key)
+
+    def _add_watch(self, watch: _Watch, start: int | None) -> Any:
+        try:
+            if start is None:
+                return self._client.add_watch_callback(watch.key, self._on_response(watch))
+            return self._client.add_watch_callback(watch.key, self._on_response(watch),
+                                                   start_revision=start)
+        except Exception:
+            with self._cond:
+                self._broken = self._broken or RuntimeError("watch not created")
+            raise
 
     def _on_response(self, watch: _Watch) -> Callable[[Any], None]:
         def on_response(response: Any) -> None:  # on pyetcd's watch thread
