@@ -164,6 +164,7 @@ class EtcdRendezvousStore(RendezvousStore):
         full = self._key(key)
         ack = full + b"/.ack/" + self._id.encode()
         token = str(next(self._seq)).encode()
+        deadline = time.monotonic() + self._config.timeout
         value, revision = self._call(self._read, full)
         while True:
             new = (int(value) if value is not None else 0) + amount
@@ -177,6 +178,10 @@ class EtcdRendezvousStore(RendezvousStore):
                 # The member may have applied it before it died: the acknowledgement says.
                 if self._call(self._read, ack)[0] == token:
                     return new
+                if time.monotonic() > deadline:
+                    raise RendezvousConnectionError(
+                        f"etcd at {self.endpoint} did not apply an add to {key} within "
+                        f"read_timeout={self._config.timeout:g}s") from None
                 value, revision = self._call(self._read, full)
                 continue
             if ok:
