@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 from pliant_e2e import WORKERS, Agent, pid_alive, run_pliant, wait_for
 from pliant_etcd.testing import EtcdCluster
-from test_multinode import FAST, WORKER, by_node, describe, exit_codes, new_run_id, records
+from test_multinode import (
+    FAST,
+    WORKER,
+    by_node,
+    describe,
+    exit_codes,
+    new_run_id,
+    one_round,
+    records,
+)
 
 StartAgent = Callable[..., Agent]
 
@@ -138,16 +147,7 @@ def test_agents_form_one_round_and_leave_nothing(start_agent: StartAgent, etcd: 
     gate.touch()
     assert exit_codes(agents) == [0] * nodes, describe(agents)
 
-    recs = records(out)
-    assert sorted(r["node"] for r in recs) == [f"n{i}" for i in range(nodes)], describe(agents)
-    envs = [r["env"] for r in recs]
-    assert sorted(int(e["RANK"]) for e in envs) == list(range(nodes))
-    assert sorted(int(e["GROUP_RANK"]) for e in envs) == list(range(nodes))
-    assert {e["WORLD_SIZE"] for e in envs} == {str(nodes)}
-    assert {e["GROUP_WORLD_SIZE"] for e in envs} == {str(nodes)}
-    assert {e["LOCAL_RANK"] for e in envs} == {"0"}
-    assert {e["TORCHELASTIC_RESTART_COUNT"] for e in envs} == {"0"}
-    assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
+    envs = one_round(records(out), nodes, run_id, agents)
     # One round: every worker meets at the same place, on this machine.
     assert {(e["MASTER_ADDR"], e["MASTER_PORT"]) for e in envs} == {
         ("127.0.0.1", envs[0]["MASTER_PORT"])}, envs

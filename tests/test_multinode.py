@@ -57,6 +57,20 @@ def by_node(recs: list[dict]) -> dict[str, list[dict]]:
     return nodes
 
 
+def one_round(recs: list[dict], nodes: int, run_id: str, agents: Sequence[Agent]) -> list[dict]:
+    """Check that ``nodes`` one-worker nodes ran together in one first round; their envs."""
+    assert sorted(r["node"] for r in recs) == [f"n{i}" for i in range(nodes)], describe(agents)
+    envs = [r["env"] for r in recs]
+    assert sorted(int(e["RANK"]) for e in envs) == list(range(nodes))
+    assert sorted(int(e["GROUP_RANK"]) for e in envs) == list(range(nodes))
+    assert {e["WORLD_SIZE"] for e in envs} == {str(nodes)}
+    assert {e["GROUP_WORLD_SIZE"] for e in envs} == {str(nodes)}
+    assert {e["LOCAL_RANK"] for e in envs} == {"0"}
+    assert {e["TORCHELASTIC_RESTART_COUNT"] for e in envs} == {"0"}
+    assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
+    return envs
+
+
 def open_store_client(endpoint: str) -> Any:
     """A client of the TCPStore at ``endpoint`` (it waits for the store to listen)."""
     from torch.distributed import TCPStore
@@ -82,17 +96,7 @@ def test_agents_form_one_round(start_agent: StartAgent, free_port: int, out: Pat
                           env={"OUT_DIR": str(out), "NODE": f"n{i}"}) for i in range(nodes)]
     assert exit_codes(agents) == [0] * nodes, describe(agents)
 
-    recs = records(out)
-    assert sorted(r["node"] for r in recs) == [f"n{i}" for i in range(nodes)], describe(agents)
-    envs = [r["env"] for r in recs]
-    assert sorted(int(e["RANK"]) for e in envs) == list(range(nodes))
-    assert sorted(int(e["GROUP_RANK"]) for e in envs) == list(range(nodes))
-    assert {e["WORLD_SIZE"] for e in envs} == {str(nodes)}
-    assert {e["GROUP_WORLD_SIZE"] for e in envs} == {str(nodes)}
-    assert {e["LOCAL_RANK"] for e in envs} == {"0"}
-    assert {e["TORCHELASTIC_RESTART_COUNT"] for e in envs} == {"0"}
-    assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
-    # One round: every worker meets at the same place.
+    envs = one_round(records(out), nodes, run_id, agents)
     assert len({(e["MASTER_ADDR"], e["MASTER_PORT"]) for e in envs}) == 1, envs
     assert int(envs[0]["MASTER_PORT"]) > 0
 
