@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -110,6 +111,8 @@ class EtcdRendezvousStore(RendezvousStore):
         self.endpoint = config.endpoint
         self._id = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
+        # Every gRPC call runs on this connection's own thread (see _on_thread).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="pliant-etcd")
         self._client = self._connect()
         self._closed = False
         # wait(): keys known to exist, and the watches on those still missing.
@@ -224,6 +227,10 @@ class EtcdRendezvousStore(RendezvousStore):
         if self._closed:
             return
         self._closed = True
+        self._on_thread(self._close_client)
+        self._thread.shutdown(wait=False)
+
+    def _close_client(self) -> None:
         if self._lease is not None:  # a node that exits is gone: do not wait out the lease
             try:
                 self._client.leasestub.LeaseRevoke(
@@ -349,7 +356,7 @@ class EtcdRendezvousStore(RendezvousStore):
         for watch in done:
             if watch.id is not None:
                 try:
-                    self._client.cancel_watch(watch.id)
+                    self._on_thread(self._client.cancel_watch, watch.id)
                 except Exception as exc:  # the stream is gone anyway
                     log.debug("cancelling a watch at %s: %s", self.endpoint, exc)
 
@@ -373,7 +380,7 @@ class EtcdRendezvousStore(RendezvousStore):
         renewed_token = False
         while True:
             try:
-                return fn(*args, **kwargs)
+                return self._on_thread(fn, *args, **kwargs)
             except (grpc.RpcError, exceptions.Etcd3Exception) as exc:
                 # Only the client's errors: a signal's exception must go through untouched.
                 message = _cause(exc)
@@ -395,6 +402,12 @@ class EtcdRendezvousStore(RendezvousStore):
                 log.debug("etcd at %s: %s; retrying", self.endpoint, message)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` (one gRPC call) on this connection's thread and wait for it. A signal's
+        exception (Ctrl-C or SIGTERM in the agent, raised in its main thread) then lands in this
+        wait and never inside gRPC, whose locks it could leave held: a later close hung on one."""
+        return self._thread.submit(fn, *args, **kwargs).result()
 
     def _refused(self, exc: BaseException, what: str) -> RendezvousError:
         message = _cause(exc)
