@@ -16,7 +16,9 @@ How each part of :class:`~pliant.rendezvous.store.RendezvousStore` maps onto etc
 
 Every call is retried on another member until ``read_timeout`` runs out; then it
 raises :class:`~pliant.rendezvous.RendezvousConnectionError` naming the members
-and the last cause. Authentication and permission errors are not retried.
+and the last cause. Authentication and permission errors are not retried. The
+gRPC calls themselves run on a thread of the connection's own, so that the
+exception a signal raises in the agent's main thread never lands inside gRPC.
 """
 
 from __future__ import annotations
