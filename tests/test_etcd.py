@@ -27,6 +27,7 @@ from test_multinode import (
     by_node,
     describe,
     exit_codes,
+    kill_third_node,
     new_run_id,
     one_round,
     records,
@@ -257,23 +258,7 @@ def test_killed_node_is_dropped_and_the_rest_finish(start_agent: StartAgent,
                            env={"OUT_DIR": str(out), "NODE": name, "EXIT_AT_WORLD": "2"})
 
     a, b, c = start("a"), start("b"), start("c")
-    wait_for(lambda: len(records(out)) == 3, timeout=60)
-    first = {r["node"]: r for r in records(out)}
-    assert {r["env"]["WORLD_SIZE"] for r in first.values()} == {"3"}, describe([a, b, c])
-
-    c.kill()  # SIGKILL: its lease is never revoked, etcd expires it
-    assert exit_codes([a, b]) == [0, 0], describe([a, b, c])
-    # The killed agent's worker did not outlive it.
-    wait_for(lambda: not pid_alive(first["c"]["pid"]), timeout=15)
-
-    second = {node: [e for e in envs if e["WORLD_SIZE"] == "2"]
-              for node, envs in by_node(records(out)).items()}
-    assert [len(second[n]) for n in ("a", "b", "c")] == [1, 1, 0], second
-    assert sorted(int(second[n][0]["RANK"]) for n in ("a", "b")) == [0, 1]
-    assert second["a"][0]["MASTER_PORT"] == second["b"][0]["MASTER_PORT"]
-    assert {r["env"]["TORCHELASTIC_RESTART_COUNT"] for r in records(out)} == {"0"}
-    for agent in (a, b):
-        assert "continuing with 2 nodes" in agent.stderr, describe([a, b, c])
+    kill_third_node(a, b, c, out)  # SIGKILL: its lease is never revoked, etcd expires it
     assert_run_left_nothing(etcd, run_id, [a, b, c])
 
 

@@ -71,6 +71,28 @@ def one_round(recs: list[dict], nodes: int, run_id: str, agents: Sequence[Agent]
     return envs
 
 
+def kill_third_node(a: Agent, b: Agent, c: Agent, out: Path) -> None:
+    """Three nodes of a ``2:3`` job run; ``c`` gets SIGKILL. Check that ``a`` and ``b`` go on
+    at world size 2 without using a restart, and finish."""
+    wait_for(lambda: len(records(out)) == 3, timeout=60)
+    first = {r["node"]: r for r in records(out)}
+    assert {r["env"]["WORLD_SIZE"] for r in first.values()} == {"3"}, describe([a, b, c])
+
+    c.kill()
+    assert exit_codes([a, b]) == [0, 0], describe([a, b, c])
+    # The killed agent's worker did not outlive it.
+    wait_for(lambda: not pid_alive(first["c"]["pid"]), timeout=15)
+
+    second = {node: [e for e in envs if e["WORLD_SIZE"] == "2"]
+              for node, envs in by_node(records(out)).items()}
+    assert [len(second[n]) for n in ("a", "b", "c")] == [1, 1, 0], second
+    assert sorted(int(second[n][0]["RANK"]) for n in ("a", "b")) == [0, 1]
+    assert second["a"][0]["MASTER_PORT"] == second["b"][0]["MASTER_PORT"]
+    assert {r["env"]["TORCHELASTIC_RESTART_COUNT"] for r in records(out)} == {"0"}
+    for agent in (a, b):
+        assert "continuing with 2 nodes" in agent.stderr, describe([a, b, c])
+
+
 def open_store_client(endpoint: str) -> Any:
     """A client of the TCPStore at ``endpoint`` (it waits for the store to listen)."""
     from torch.distributed import TCPStore
@@ -149,24 +171,7 @@ def test_killed_node_is_dropped_and_the_rest_finish(start_agent: StartAgent, fre
                            WORKER, env={"OUT_DIR": str(out), "NODE": name, "EXIT_AT_WORLD": "2"})
 
     # "a" hosts the store, so that killing "c" loses a node, not the store.
-    a, b, c = start("a", True), start("b", False), start("c", False)
-    wait_for(lambda: len(records(out)) == 3, timeout=60)
-    first = {r["node"]: r for r in records(out)}
-    assert {r["env"]["WORLD_SIZE"] for r in first.values()} == {"3"}, describe([a, b, c])
-
-    c.kill()
-    assert exit_codes([a, b]) == [0, 0], describe([a, b, c])
-    # The killed agent's worker did not outlive it.
-    wait_for(lambda: not pid_alive(first["c"]["pid"]), timeout=15)
-
-    second = {node: [e for e in envs if e["WORLD_SIZE"] == "2"]
-              for node, envs in by_node(records(out)).items()}
-    assert [len(second[n]) for n in ("a", "b", "c")] == [1, 1, 0], second
-    assert sorted(int(second[n][0]["RANK"]) for n in ("a", "b")) == [0, 1]
-    assert second["a"][0]["MASTER_PORT"] == second["b"][0]["MASTER_PORT"]
-    assert {r["env"]["TORCHELASTIC_RESTART_COUNT"] for r in records(out)} == {"0"}
-    for agent in (a, b):
-        assert "continuing with 2 nodes" in agent.stderr, describe([a, b, c])
+    kill_third_node(start("a", True), start("b", False), start("c", False), out)
 
 
 def test_worker_failure_restarts_every_node(start_agent: StartAgent, free_port: int,

@@ -115,7 +115,6 @@ def test_a_member_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
         EtcdCluster(data_dir=tmp_path)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_members_die_with_a_killed_parent() -> None:
     script = (
         "import os, sys\n"
