@@ -24,13 +24,13 @@ from pliant_etcd.testing import EtcdCluster
 from test_multinode import (
     FAST,
     WORKER,
-    by_node,
     describe,
     exit_codes,
     kill_third_node,
     new_run_id,
     one_round,
     records,
+    two_separate_jobs,
 )
 
 StartAgent = Callable[..., Agent]
@@ -169,17 +169,8 @@ def test_two_jobs_share_one_cluster(start_agent: StartAgent, etcd: EtcdCluster, 
     wait_for(lambda: len(records(out)) == 4, timeout=60)
     gate.touch()
     assert exit_codes(agents) == [0] * 4, describe(agents)
-
-    nodes = by_node(records(out))
-    assert sorted(nodes) == ["a0", "a1", "b0", "b1"]
-    assert all(len(envs) == 1 for envs in nodes.values()), nodes
-    for job, run_id in jobs.items():
-        envs = [nodes[f"{job}{i}"][0] for i in (0, 1)]
-        assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
-        assert {e["WORLD_SIZE"] for e in envs} == {"2"}
-        assert sorted(e["RANK"] for e in envs) == ["0", "1"]
-        assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
-        assert {e["TORCHELASTIC_RESTART_COUNT"] for e in envs} == {"0"}
+    two_separate_jobs(records(out), jobs)
+    for run_id in jobs.values():
         assert_run_left_nothing(etcd, run_id, agents)
 
 

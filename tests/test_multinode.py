@@ -93,6 +93,21 @@ def kill_third_node(a: Agent, b: Agent, c: Agent, out: Path) -> None:
         assert "continuing with 2 nodes" in agent.stderr, describe([a, b, c])
 
 
+def two_separate_jobs(recs: list[dict], jobs: dict[str, str]) -> None:
+    """Jobs "a" and "b" (run ids in ``jobs``), of nodes a0, a1 and b0, b1, each ran once at
+    world size 2 with its own nodes: they did not mix."""
+    nodes = by_node(recs)
+    assert sorted(nodes) == ["a0", "a1", "b0", "b1"]
+    assert all(len(envs) == 1 for envs in nodes.values()), nodes
+    for job, run_id in jobs.items():
+        envs = [nodes[f"{job}{i}"][0] for i in (0, 1)]
+        assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
+        assert {e["WORLD_SIZE"] for e in envs} == {"2"}
+        assert sorted(e["RANK"] for e in envs) == ["0", "1"]
+        assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
+        assert {e["TORCHELASTIC_RESTART_COUNT"] for e in envs} == {"0"}
+
+
 def open_store_client(endpoint: str) -> Any:
     """A client of the TCPStore at ``endpoint`` (it waits for the store to listen)."""
     from torch.distributed import TCPStore
@@ -331,16 +346,7 @@ def test_two_jobs_share_one_store(start_agent: StartAgent, pliant_store: str,
                           env={"OUT_DIR": str(out), "NODE": f"{job}{i}"})
               for job, run_id in jobs.items() for i in (0, 1)]
     assert exit_codes(agents) == [0] * 4, describe(agents)
-
-    nodes = by_node(records(out))
-    assert sorted(nodes) == ["a0", "a1", "b0", "b1"]
-    assert all(len(envs) == 1 for envs in nodes.values()), nodes
-    for job, run_id in jobs.items():
-        envs = [nodes[f"{job}{i}"][0] for i in (0, 1)]
-        assert {e["TORCHELASTIC_RUN_ID"] for e in envs} == {run_id}
-        assert {e["WORLD_SIZE"] for e in envs} == {"2"}
-        assert sorted(e["RANK"] for e in envs) == ["0", "1"]
-        assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
+    two_separate_jobs(records(out), jobs)
 
 
 def test_closed_rendezvous_refuses_an_agent(start_agent: StartAgent, pliant_store: str,
