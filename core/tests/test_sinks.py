@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -40,9 +41,48 @@ def sink() -> Iterator[Collect]:
 
 def test_put_metric_reaches_every_handler_past_a_broken_one(sink: Collect) -> None:
     metrics.put_metric("loss", 0.5, metric_group="train")
+    assert metrics.flush()
     (data,) = sink.metrics
     assert (data.group_name, data.name, data.value) == ("train", "loss", 0.5)
     assert data.timestamp > 0
+
+
+def test_put_metric_returns_before_a_slow_handler_is_done() -> None:
+    gate = threading.Event()
+
+    class Slow(Collect):
+        def emit(self, metric_data: metrics.MetricData) -> None:
+            gate.wait(10)
+            super().emit(metric_data)
+
+    slow = Slow()
+    metrics.configure(slow)
+    try:
+        for i in range(100):
+            metrics.put_metric("step", i, metric_group="train")
+        assert slow.metrics == []  # queued: the caller did not wait for the sink
+        gate.set()
+        assert metrics.flush()
+    finally:
+        metrics.configure([])
+    assert [m.value for m in slow.metrics] == list(range(100))
+
+
+def test_values_are_tagged_with_where_they_come_from(sink: Collect,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pliant import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_context", None)
+    for name, value in {"TORCHELASTIC_RUN_ID": "job7", "PLIANT_NODE": "n3", "ROLE_NAME": "trainer",
+                        "RANK": "5", "TORCHELASTIC_RESTART_COUNT": "2"}.items():
+        monkeypatch.setenv(name, value)
+    metrics.put_metric("loss", 1.0, metric_group="train")
+    events.record(events.Event("saved", events.EventSource.WORKER, metadata={"rank": 9}))
+    assert metrics.flush()
+    tags = {"run_id": "job7", "node": "n3", "role": "trainer", "rank": "5", "restart_count": "2"}
+    assert dict(sink.metrics[0].tags) == tags
+    assert sink.events[0].metadata == {**tags, "rank": 9}  # what the caller set wins
+    monkeypatch.setattr(_dispatch, "_context", None)
 
 
 def test_prof_times_functions_and_blocks(sink: Collect) -> None:
@@ -53,6 +93,7 @@ def test_prof_times_functions_and_blocks(sink: Collect) -> None:
     assert step() == 3
     with pytest.raises(ZeroDivisionError), metrics.prof(name="bad", group="train"):
         1 / 0  # noqa: B018
+    assert metrics.flush()
     names = [m.name for m in sink.metrics]
     assert names == [f"{step.__qualname__}.success", f"{step.__qualname__}.duration.ms",
                      "bad.failure"]
@@ -67,6 +108,7 @@ def test_handlers_per_group() -> None:
         metrics.put_metric("b", 2, "other")
     finally:
         metrics.configure([])
+    assert metrics.flush()
     assert [m.name for m in special.metrics] == ["a"]
     assert [m.name for m in default.metrics] == ["b"]
 
@@ -76,6 +118,7 @@ def test_events_record_and_round_trip(sink: Collect) -> None:
     events.record(event)
     events.construct_and_record_rdzv_event(run_id="r1", message="joined", node_state="INIT",
                                            rank=0)
+    assert events.flush()
     first, rdzv = sink.events
     assert events.Event.deserialize(first.serialize()) == first
     assert rdzv.source == events.EventSource.AGENT

@@ -3,6 +3,12 @@
 The seed API: :class:`Event`, :class:`EventSource`, :class:`EventHandler`,
 :func:`configure` and :func:`record`. Plugins provide handlers by name
 (``--events NAME``); a handler that raises never stops the caller.
+
+``record`` only queues the event (see :mod:`pliant._dispatch`); handlers are
+called from a background thread. The event's metadata gains where it comes from:
+``run_id``, ``node``, ``role``, ``restart_count`` and, in a worker, ``rank``
+(values the caller set win). In a worker started by ``pliant run``, the handlers
+the agent was given (``--events``) are built from the environment on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from pliant._dispatch import context, dispatcher
+
 __all__ = [
     "Event",
     "EventHandler",
@@ -25,6 +33,7 @@ __all__ = [
     "NullEventHandler",
     "configure",
     "construct_and_record_rdzv_event",
+    "flush",
     "get_handlers",
     "record",
 ]
@@ -63,7 +72,11 @@ class Event:
 
 
 class EventHandler(ABC):
-    """Receives every event; implement :meth:`record` to publish it."""
+    """Receives every event; implement :meth:`record` to publish it.
+
+    ``record`` is called from one background thread. A handler may also have ``flush()``
+    and ``close()``: both are called once at the process's exit, within a few seconds.
+    """
 
     @abstractmethod
     def record(self, event: Event) -> None: ...
@@ -77,24 +90,51 @@ class NullEventHandler(EventHandler):
 
 
 _handlers: list[EventHandler] = []
+_from_env = False  # whether the handlers named in the environment were looked for
 
 
 def configure(handler: EventHandler | list[EventHandler]) -> None:
     """Send every event to ``handler`` (one or several)."""
-    _handlers[:] = list(handler) if isinstance(handler, list) else [handler]
+    global _from_env, _handlers
+    _from_env = True
+    # A new list, never changed in place: an event queued earlier keeps the handlers it had.
+    _handlers = list(handler) if isinstance(handler, list) else [handler]
 
 
 def get_handlers() -> list[EventHandler]:
+    global _from_env, _handlers
+    if not _from_env:
+        _from_env = True
+        from pliant._sinks import handlers_from_env
+
+        _handlers = handlers_from_env("events")
     return list(_handlers)
 
 
-def record(event: Event) -> None:
-    """Hand ``event`` to every configured handler; a failing handler is logged, not raised."""
-    for handler in _handlers:
+dispatcher.handlers_of(get_handlers)
+
+
+def _deliver(item: tuple[list[EventHandler], Event]) -> None:
+    handlers, event = item
+    for handler in handlers:
         try:
             handler.record(event)
-        except Exception:
+        except Exception:  # a broken sink must never stop training
+            dispatcher.dropped += 1
             log.debug("event handler %r failed", handler, exc_info=True)
+
+
+def record(event: Event) -> None:
+    """Queue ``event`` for every configured handler; returns at once, never raises."""
+    handlers = _handlers if _from_env else get_handlers()
+    if handlers:
+        event.metadata = {**context(), **event.metadata}
+        dispatcher.put(_deliver, (handlers, event))
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every event recorded so far reached the handlers (True), or ``timeout``."""
+    return dispatcher.flush(timeout)
 
 
 def construct_and_record_rdzv_event(
@@ -109,7 +149,7 @@ def construct_and_record_rdzv_event(
     rank: int | None = None,
 ) -> None:
     """Record a rendezvous event with the seed's fields."""
-    if not _handlers:
+    if not get_handlers():
         return
     record(Event(
         name=name or "rendezvous",

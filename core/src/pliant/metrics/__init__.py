@@ -1,9 +1,14 @@
 """Metrics: named values in groups, sent to the configured handlers.
 
-The seed API, unchanged: implement :class:`MetricHandler`, call
-:func:`configure`, and :func:`put_metric` (or :func:`prof`) reaches it. Plugins
-provide handlers by name (``--metrics NAME``); a handler that raises never
-stops the caller.
+The seed API: implement :class:`MetricHandler`, call :func:`configure`, and
+:func:`put_metric` (or :func:`prof`) reaches it. Plugins provide handlers by
+name (``--metrics NAME``); a handler that raises never stops the caller.
+
+``put_metric`` only queues the value (see :mod:`pliant._dispatch`): handlers are
+called from a background thread, so a slow sink never slows training. Each
+value carries ``tags``: the run id, node, role, restart count and, in a worker,
+its rank. In a worker started by ``pliant run``, the handlers the agent was
+given (``--metrics``) are built from the environment on the first call.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ import functools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from pliant._dispatch import context, dispatcher
 
 __all__ = [
     "MetricData",
     "MetricHandler",
     "NullMetricHandler",
     "configure",
+    "flush",
     "get_handlers",
     "prof",
     "put_metric",
@@ -33,16 +41,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class MetricData:
-    """One value: when, in which group, its name and value."""
+    """One value: when, in which group, its name and value, and where it comes from
+    (``tags``: ``run_id``, ``node``, ``role``, ``restart_count``, ``rank`` in a worker)."""
 
     timestamp: float
     group_name: str | None
     name: str
     value: float
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class MetricHandler(ABC):
-    """Receives every metric; implement :meth:`emit` to push it to your sink."""
+    """Receives every metric; implement :meth:`emit` to push it to your sink.
+
+    ``emit`` is called from one background thread. A handler may also have ``flush()``
+    and ``close()``: both are called once at the process's exit, within a few seconds.
+    """
 
     @abstractmethod
     def emit(self, metric_data: MetricData) -> None: ...
@@ -59,30 +73,66 @@ _default: list[MetricHandler] = []
 _by_group: dict[str, list[MetricHandler]] = {}
 
 
+_from_env = False  # whether the handlers named in the environment were looked for
+
+
 def configure(handler: MetricHandler | list[MetricHandler], group: str | None = None) -> None:
     """Send metrics of ``group`` (all groups when None) to ``handler`` (one or several)."""
+    global _from_env, _default, _by_group
+    _from_env = True  # chosen here: the environment's choice no longer applies
+    # New lists, never changed in place: a value queued earlier keeps the handlers it had.
     handlers = list(handler) if isinstance(handler, list) else [handler]
     if group is None:
-        _default[:] = handlers
+        _default = handlers
     else:
-        _by_group[group] = handlers
+        _by_group = {**_by_group, group: handlers}
 
 
 def get_handlers(group: str | None = None) -> list[MetricHandler]:
+    if not _from_env:
+        _configure_from_env()
     return _by_group.get(group, _default) if group is not None else _default
 
 
-def put_metric(name: str, value: float, metric_group: str = "torchelastic") -> None:
-    """Emit ``value`` under ``metric_group.name`` to the configured handlers."""
-    handlers = get_handlers(metric_group)
-    if not handlers:
-        return
-    data = MetricData(time.time(), metric_group, name, value)
+def _configure_from_env() -> None:
+    """In a worker: build the handlers the agent names in ``PLIANT_METRICS``."""
+    global _from_env, _default
+    _from_env = True
+    from pliant._sinks import handlers_from_env
+
+    _default = handlers_from_env("metrics")
+
+
+def _all_handlers() -> list[MetricHandler]:
+    return [*_default, *(h for hs in _by_group.values() for h in hs)]
+
+
+dispatcher.handlers_of(_all_handlers)
+
+
+def _deliver(item: tuple[list[MetricHandler], MetricData]) -> None:
+    handlers, data = item
     for handler in handlers:
         try:
             handler.emit(data)
         except Exception:  # a broken sink must never stop training
+            dispatcher.dropped += 1
             log.debug("metric handler %r failed", handler, exc_info=True)
+
+
+def put_metric(name: str, value: float, metric_group: str = "torchelastic") -> None:
+    """Emit ``value`` under ``metric_group.name`` to the configured handlers. Returns at once:
+    the value is delivered from a background thread, and is dropped (and counted) only when
+    more than :data:`pliant._dispatch.CAPACITY` values wait."""
+    handlers = _by_group.get(metric_group, _default) if _from_env else get_handlers(metric_group)
+    if handlers:
+        dispatcher.put(_deliver, (handlers, MetricData(time.time(), metric_group, name, value,
+                                                       context())))
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every value put so far reached the handlers (True), or ``timeout`` passed."""
+    return dispatcher.flush(timeout)
 
 
 @contextmanager

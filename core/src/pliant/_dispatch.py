@@ -1,0 +1,184 @@
+"""Getting metrics and events from the caller to the handlers without slowing the caller.
+
+``put_metric`` and ``record`` only append to a bounded queue: a few hundred nanoseconds, no
+lock, no I/O. One daemon thread per process ("pliant-sinks") hands what is queued to the
+handlers, so a slow or dead sink (a network endpoint that times out) delays that thread,
+never training. When the queue is full, what does not fit is dropped and counted; the count
+is reported as the metric ``pliant.dropped`` (group ``pliant``). At exit, what is still
+queued is delivered and each handler's ``flush()``/``close()`` is called, within a bound.
+
+Every record carries where it comes from (:func:`context`): the run id, the node, the
+role, the restart count and, in a worker, its rank, taken from the environment the agent
+gives its workers, or set by the agent for its own records.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CAPACITY", "Dispatcher", "context", "dispatcher", "set_context"]
+
+log = logging.getLogger("pliant.sinks")
+
+#: Records that may wait for the handlers; beyond this, new ones are dropped and counted.
+CAPACITY = 100_000
+#: How often the thread reports what was dropped, and wakes to deliver if nobody woke it.
+REPORT_INTERVAL = 1.0
+#: At exit, how long delivering what is left and closing the handlers may take.
+EXIT_BOUND = 5.0
+
+Deliver = Callable[[Any], None]
+
+_context: dict[str, str] | None = None
+
+
+def context() -> dict[str, str]:
+    """Where records of this process come from: ``run_id``, ``node``, ``role``,
+    ``restart_count`` and, in a worker, ``rank`` (strings; what is unknown is left out)."""
+    global _context
+    if _context is None:
+        env = os.environ
+        found = {
+            "run_id": env.get("TORCHELASTIC_RUN_ID", ""),
+            "node": env.get("PLIANT_NODE", "") or socket.gethostname(),
+            "role": env.get("ROLE_NAME", ""),
+            "rank": env.get("RANK", ""),
+            "restart_count": env.get("TORCHELASTIC_RESTART_COUNT", ""),
+        }
+        _context = {k: v for k, v in found.items() if v}
+    return _context
+
+
+def set_context(**tags: str | int | None) -> None:
+    """Set (or, with None, remove) tags of this process's records: the agent's own."""
+    current = dict(context())
+    for key, value in tags.items():
+        if value is None or value == "":
+            current.pop(key, None)
+        else:
+            current[key] = str(value)
+    global _context
+    _context = current
+
+
+class Dispatcher:
+    """A bounded queue and the thread that empties it into the handlers."""
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self._queue: deque[tuple[Deliver, Any]] = deque()
+        self._capacity = capacity
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # only to start the thread once
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closers: list[Callable[[], list[Any]]] = []
+        self._stopping = False
+        #: Records dropped because the queue was full or a handler raised.
+        self.dropped = 0
+        self._reported = 0
+
+    def put(self, deliver: Deliver, item: Any) -> None:
+        """Queue ``deliver(item)`` for the thread. Never blocks, never raises."""
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            self.dropped += 1
+            return
+        queue.append((deliver, item))
+        if self._pid != os.getpid():  # first use in this process (or a forked child)
+            self._start()
+        elif len(queue) == 1:
+            self._wake.set()
+
+    def flush(self, timeout: float = EXIT_BOUND) -> bool:
+        """Wait until everything queued before this call was delivered; False on timeout."""
+        done = threading.Event()
+        self.put(lambda _: done.set(), None)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def handlers_of(self, closers: Callable[[], list[Any]]) -> None:
+        """Register where to find handlers to flush and close at exit."""
+        self._closers.append(closers)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._wake = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="pliant-sinks", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        next_report = time.monotonic() + REPORT_INTERVAL
+        while not self._stopping:
+            self._wake.wait(REPORT_INTERVAL)
+            self._wake.clear()
+            self.drain()
+            if time.monotonic() >= next_report:
+                self._report_dropped()
+                next_report = time.monotonic() + REPORT_INTERVAL
+
+    def drain(self, deadline: float | None = None) -> None:
+        """Deliver what is queued (until ``deadline``, a monotonic time, when given)."""
+        queue = self._queue
+        while queue:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            if self._stopping and threading.current_thread() is self._thread:
+                return  # close() delivers the rest, from one thread
+            try:
+                deliver, item = queue.popleft()
+            except IndexError:  # emptied by the other thread
+                return
+            try:
+                deliver(item)
+            except Exception:  # a broken sink must never stop anything
+                self.dropped += 1
+                log.debug("delivering %r failed", item, exc_info=True)
+
+    def _report_dropped(self) -> None:
+        dropped = self.dropped
+        if dropped != self._reported:
+            self._reported = dropped
+            from pliant.metrics import put_metric
+
+            put_metric("dropped", dropped, metric_group="pliant")
+
+    def close(self) -> None:
+        """At exit: deliver what is left, report drops, flush and close every handler."""
+        deadline = time.monotonic() + EXIT_BOUND
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))  # finish its delivery
+        self.drain(deadline)
+        self._report_dropped()
+        self.drain(deadline)
+        seen: set[int] = set()
+        for closers in self._closers:
+            for handler in closers():
+                if id(handler) in seen:
+                    continue
+                seen.add(id(handler))
+                for name in ("flush", "close"):
+                    method = getattr(handler, name, None)
+                    if method is None or time.monotonic() > deadline:
+                        continue
+                    try:
+                        method()
+                    except Exception:
+                        log.debug("%s of %r failed", name, handler, exc_info=True)
+
+
+#: The process's one dispatcher.
+dispatcher = Dispatcher()
