@@ -210,6 +210,21 @@ def _build_sinks(cfg: config.Config, pm: Any) -> list[Any]:
     return built["timer"]
 
 
+def _sink_env(cfg: config.Config, run_id: str) -> dict[str, str]:
+    """Tag the agent's own records, and tell its workers which handlers to build (and with
+    which settings), so that their values go to the same sinks, tagged with their rank."""
+    from pliant._dispatch import context, set_context
+
+    set_context(run_id=run_id, role=cfg["role"], rank=None)
+    env = {"PLIANT_NODE": context()["node"]}
+    for kind in ("metrics", "events"):
+        if cfg[kind]:
+            env[f"PLIANT_{kind.upper()}"] = ",".join(cfg[kind])
+            env[f"PLIANT_{kind.upper()}_CONF"] = ",".join(
+                f"{key}={value}" for key, value in cfg[f"{kind}_conf"].items())
+    return env
+
+
 def _run(ns: argparse.Namespace) -> int:
     from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
     from pliant.agent.report import exit_code, format_report, signal_exit_code
@@ -252,6 +267,7 @@ def _run(ns: argparse.Namespace) -> int:
         local_ranks_filter=frozenset(cfg["local_ranks_filter"]),
         shutdown_timeout=cfg["shutdown_timeout"],
     )
+    spec.env.update(_sink_env(cfg, run_id))
     agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"])
     for timer in timers:
         spec.env.update(timer.worker_env())
