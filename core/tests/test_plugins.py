@@ -101,7 +101,8 @@ def test_good_plugin_is_listed_with_its_hooks_distribution_and_version(make_dist
     }
     assert plugins["null"]["status"] == "loaded"
     assert plugins["builtin"]["distribution"] == "pliant-core"
-    assert plugins["builtin"]["hooks"] == ["pliant_rendezvous_backends"]
+    assert plugins["builtin"]["hooks"] == ["pliant_event_handlers", "pliant_metric_handlers",
+                                           "pliant_rendezvous_backends", "pliant_timer_backends"]
 
 
 def test_plugins_table_shows_one_row_per_plugin(make_dist, pliant):
@@ -463,14 +464,15 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
       "embedded", "etcd-v2.", "install a plugin that provides rendezvous backend 'zookeeper'"]),
     (["--nnodes", "2", "--rdzv-backend", "static-tcp"],
      ["unknown rendezvous backend 'static-tcp'", "available: "]),
-    (["--metrics", "cloudwatch"],
-     ["unknown metric handler 'cloudwatch' (from flag --metrics)", "available: good, null.",
-      "pip install pliant-cloudwatch"]),
+    (["--metrics", "prometheus"],
+     ["unknown metric handler 'prometheus' (from flag --metrics)",
+      "available: cloudwatch, console, good, null.",
+      "install a plugin that provides metric handler 'prometheus'"]),
     (["--events", "nope"],
-     ["unknown event handler 'nope' (from flag --events)", "available: null.",
+     ["unknown event handler 'nope' (from flag --events)", "available: cloudwatch, jsonl, null.",
       "install a plugin that provides event handler 'nope'"]),
     (["--timer", "nope"], ["unknown timer backend 'nope' (from flag --timer)"]),
-], ids=["rdzv-zookeeper", "rdzv-static-tcp", "metrics-cloudwatch", "events-nope", "timer-nope"])
+], ids=["rdzv-zookeeper", "rdzv-static-tcp", "metrics-prometheus", "events-nope", "timer-nope"])
 def test_unknown_backend_lists_the_names_and_the_package_to_install(
         make_dist, pliant, script, args, fragments):
     make_dist("pliant-good", "1.2.3", GOOD)

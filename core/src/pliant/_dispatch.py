@@ -4,8 +4,9 @@
 lock, no I/O. One daemon thread per process ("pliant-sinks") hands what is queued to the
 handlers, so a slow or dead sink (a network endpoint that times out) delays that thread,
 never training. When the queue is full, what does not fit is dropped and counted; the count
-is reported as the metric ``pliant.dropped`` (group ``pliant``). At exit, what is still
-queued is delivered and each handler's ``flush()``/``close()`` is called, within a bound.
+is reported, with what the handlers say they dropped, as the metric ``pliant.dropped``
+(group ``pliant``). At exit, what is still queued is delivered and each handler's
+``close()`` (or ``flush()``) is called, within a bound.
 
 Every record carries where it comes from (:func:`context`): the run id, the node, the
 role, the restart count and, in a worker, its rank, taken from the environment the agent
@@ -146,8 +147,19 @@ class Dispatcher:
                 self.dropped += 1
                 log.debug("delivering %r failed", item, exc_info=True)
 
+    def total_dropped(self) -> int:
+        """What was dropped here, plus what each handler says it gave up on (``dropped``)."""
+        return self.dropped + sum(int(getattr(h, "dropped", 0) or 0) for h in self._handlers())
+
+    def _handlers(self) -> list[Any]:
+        unique: dict[int, Any] = {}
+        for closers in self._closers:
+            for handler in closers():
+                unique.setdefault(id(handler), handler)
+        return list(unique.values())
+
     def _report_dropped(self) -> None:
-        dropped = self.dropped
+        dropped = self.total_dropped()
         if dropped != self._reported:
             self._reported = dropped
             from pliant.metrics import put_metric
@@ -164,20 +176,15 @@ class Dispatcher:
         self.drain(deadline)
         self._report_dropped()
         self.drain(deadline)
-        seen: set[int] = set()
-        for closers in self._closers:
-            for handler in closers():
-                if id(handler) in seen:
-                    continue
-                seen.add(id(handler))
-                for name in ("flush", "close"):
-                    method = getattr(handler, name, None)
-                    if method is None or time.monotonic() > deadline:
-                        continue
-                    try:
-                        method()
-                    except Exception:
-                        log.debug("%s of %r failed", name, handler, exc_info=True)
+        for handler in self._handlers():
+            # close() sends what the handler still holds; flush() for one without it.
+            method = getattr(handler, "close", None) or getattr(handler, "flush", None)
+            if method is None or time.monotonic() > deadline:
+                continue
+            try:
+                method()
+            except Exception:
+                log.debug("closing %r failed", handler, exc_info=True)
 
 
 #: The process's one dispatcher.

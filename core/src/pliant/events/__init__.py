@@ -74,8 +74,9 @@ class Event:
 class EventHandler(ABC):
     """Receives every event; implement :meth:`record` to publish it.
 
-    ``record`` is called from one background thread. A handler may also have ``flush()``
-    and ``close()``: both are called once at the process's exit, within a few seconds.
+    ``record`` is called from one background thread. An optional ``close()`` is called once
+    at the process's exit, to send what the handler still holds within a few seconds (a
+    handler without it gets ``flush()``, if it has one).
     """
 
     @abstractmethod

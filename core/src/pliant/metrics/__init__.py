@@ -54,8 +54,9 @@ class MetricData:
 class MetricHandler(ABC):
     """Receives every metric; implement :meth:`emit` to push it to your sink.
 
-    ``emit`` is called from one background thread. A handler may also have ``flush()``
-    and ``close()``: both are called once at the process's exit, within a few seconds.
+    ``emit`` is called from one background thread. An optional ``close()`` is called once
+    at the process's exit, to send what the handler still holds within a few seconds (a
+    handler without it gets ``flush()``, if it has one).
     """
 
     @abstractmethod
