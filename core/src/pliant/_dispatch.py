@@ -174,8 +174,6 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))  # finish its delivery
         self.drain(deadline)
-        self._report_dropped()
-        self.drain(deadline)
         for handler in self._handlers():
             # close() sends what the handler still holds; flush() for one without it.
             method = getattr(handler, "close", None) or getattr(handler, "flush", None)
@@ -185,6 +183,10 @@ class Dispatcher:
                 method()
             except Exception:
                 log.debug("closing %r failed", handler, exc_info=True)
+        # Last, what was dropped, counting what the handlers gave up on as they closed: a
+        # handler still open (the console) shows it even when the others' sink is down.
+        self._report_dropped()
+        self.drain(deadline)
 
 
 #: The process's one dispatcher.
