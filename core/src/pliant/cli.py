@@ -268,10 +268,8 @@ def _run(ns: argparse.Namespace) -> int:
         shutdown_timeout=cfg["shutdown_timeout"],
     )
     spec.env.update(_sink_env(cfg, run_id))
-    agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"])
-    for timer in timers:
-        spec.env.update(timer.worker_env())
-        timer.start()
+    agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
+                              timers=timers)  # the agent starts and stops them
     try:
         result = agent.run()
     except SignalException as exc:
@@ -281,8 +279,6 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"pliant: rendezvous error: {exc}", file=sys.stderr)
         return 1
     finally:
-        for timer in timers:
-            timer.stop()
         handler.shutdown()
     if result.is_failed():
         print(format_report(result, os.path.basename(ns.training_script), run_id), file=sys.stderr)

@@ -139,6 +139,8 @@ class ProcessFailure:
     error_file: str = ""
     error_file_data: dict[str, Any] | None = None
     restart_count: int = 0
+    #: Why the agent killed this worker, when it did (a timer of the worker's expired).
+    cause: str = ""
 
     @property
     def signal(self) -> str | None:
@@ -155,7 +157,9 @@ class ProcessFailure:
 
     @property
     def message(self) -> str:
-        """The worker's exception message, or how it exited."""
+        """Why the agent killed the worker, else its exception message, or how it exited."""
+        if self.cause:
+            return self.cause
         msg = self._message_field("message")
         if isinstance(msg, str) and msg:
             return msg

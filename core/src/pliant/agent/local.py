@@ -44,6 +44,7 @@ from pliant.rendezvous.api import (
     RendezvousInfo,
     RoundEnd,
 )
+from pliant.timer import ExpiredTimer, TimerServer
 
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
 
@@ -70,6 +71,7 @@ class _Attempt:
     routes: list[StreamRoute] = field(default_factory=list)
     failures: dict[int, ProcessFailure] = field(default_factory=dict)
     stopping: bool = False
+    expired: dict[int, ExpiredTimer] = field(default_factory=dict)  # killed by a timer
 
 
 class LocalElasticAgent:
@@ -79,7 +81,9 @@ class LocalElasticAgent:
     every worker exited 0, failed when a worker failed and no restart is left.
     A handled signal stops the workers and raises :class:`SignalException`.
     ``exit_barrier_timeout`` is accepted for torch compatibility; one node has
-    no exit barrier to wait at.
+    no exit barrier to wait at. ``timers`` are the timer servers to run
+    (default: pliant's ``local`` one, so ``pliant.timer.expires`` works in the
+    workers); a worker whose deadline passes is killed and counts as failed.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class LocalElasticAgent:
         exit_barrier_timeout: float = 300.0,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
+        timers: Sequence[TimerServer] | None = None,
     ) -> None:
         if start_method not in ("spawn", "forkserver", "fork"):
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
@@ -115,6 +120,13 @@ class LocalElasticAgent:
         self._wake_r, self._wake_w = -1, -1
         self._notified = False
         self._in_rendezvous = False
+        if timers is None:
+            from pliant.timer.fifo import LocalTimerServer
+
+            timers = [LocalTimerServer()]
+        self._timers = list(timers)
+        self._timers_started: list[TimerServer] = []
+        self._timer_env: dict[str, str] = {}
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
         return self._worker_group
@@ -140,6 +152,7 @@ class LocalElasticAgent:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
+            self._start_timers()
             with self._signals_handled():
                 result = self._invoke_run()
             if result.is_failed():
@@ -148,6 +161,7 @@ class LocalElasticAgent:
         finally:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
+            self._stop_timers()
             self._selector.close()
             if not self._keep_run_dir:
                 import shutil
@@ -287,6 +301,7 @@ class LocalElasticAgent:
             ERROR_FILE_ENV: os.path.join(attempt_dir, "error.json"),
             "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
         })
+        env.update(self._timer_env)
         env.update(spec.env)
         return env
 
@@ -385,15 +400,20 @@ class LocalElasticAgent:
         (no longer watched). A signal that woke us is left in ``_signal_received``."""
         assert self._selector is not None
         exited = []
-        for key, _ in self._selector.select(timeout):
+        readable_timers = []
+        for key, _ in self._selector.select(self._until_deadline(timeout)):
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
             elif key.data is None:  # the signal pipe
                 self._read_wake()
+            elif isinstance(key.data, TimerServer):
+                readable_timers.append(key.data)
             else:
                 self._selector.unregister(key.fd)
                 exited.append(key.data)
+        if self._timers_started:
+            self._check_timers(readable_timers)
         return exited
 
     def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
@@ -413,6 +433,8 @@ class LocalElasticAgent:
             error_file=os.path.join(attempt.directory, str(local_rank), "error.json"),
             restart_count=self._restart_count,
         )
+        if local_rank in attempt.expired:
+            failure.cause = self._timer_cause(attempt.expired[local_rank], proc.pid)
         failure.error_file_data = read_error_file(failure.error_file)
         attempt.failures[worker.global_rank] = failure
         self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
@@ -473,9 +495,92 @@ class LocalElasticAgent:
             if proc.exit_fd in self._selector.get_map():
                 self._selector.unregister(proc.exit_fd)
             proc.close()
+        self._forget_timers(attempt)
         attempt.routes.clear()
         if self._attempt is attempt:
             self._attempt = None
+
+    # -- timers ---------------------------------------------------------------------
+    #
+    # A timer server that the agent drives (``fileno()`` not None) is watched by the
+    # selector: it wakes when requests arrive and when the earliest deadline passes.
+
+    def _start_timers(self) -> None:
+        assert self._selector is not None
+        for timer in self._timers:
+            self._timer_env.update(timer.worker_env())
+            timer.start()
+            self._timers_started.append(timer)
+            fd = timer.fileno()
+            if fd is not None:
+                self._selector.register(fd, selectors.EVENT_READ, timer)
+
+    def _stop_timers(self) -> None:
+        assert self._selector is not None
+        while self._timers_started:
+            timer = self._timers_started.pop()
+            fd = timer.fileno()
+            if fd is not None and fd in self._selector.get_map():
+                self._selector.unregister(fd)
+            timer.stop()
+
+    def _until_deadline(self, timeout: float | None) -> float | None:
+        """``timeout``, shortened to wake when the earliest timer deadline passes."""
+        deadlines = [d for t in self._timers_started if (d := t.next_deadline()) is not None]
+        if not deadlines:
+            return timeout
+        wait = max(min(deadlines) - time.time(), 0.0)
+        return wait if timeout is None else min(timeout, wait)
+
+    def _check_timers(self, readable: list[TimerServer]) -> None:
+        now = time.time()
+        for timer in self._timers_started:
+            deadline = timer.next_deadline()
+            if timer in readable or (deadline is not None and deadline <= now):
+                for expired in timer.poll(now):
+                    self._on_timer_expired(expired)
+
+    def _on_timer_expired(self, expired: ExpiredTimer) -> None:
+        """Kill the worker that armed ``expired`` (its whole process group); its exit is
+        then an ordinary failure. Deadlines of processes that are not a running worker of
+        this attempt (or a child in its process group) are dropped."""
+        attempt = self._attempt
+        if attempt is None or attempt.stopping:
+            return
+        local_rank = _owner(attempt.procs, expired.pid)
+        if local_rank is None or local_rank in attempt.expired:
+            log.debug("dropping %r: not a running worker's", expired)
+            return
+        proc = attempt.procs[local_rank]
+        if proc.poll() is not None:  # it exited on its own; its exit is handled as such
+            return
+        kill = expired.signal > 0  # torch's "do not kill" is 0 or less
+        if kill:
+            attempt.expired[local_rank] = expired
+            proc.send(signal.SIGKILL)
+        worker = self._worker_group.workers[local_rank]
+        log.warning("[%s] timer %r of rank %d (local rank %d, pid %d) expired at %s; %s",
+                    self._spec.role, expired.scope_id, worker.global_rank, local_rank,
+                    proc.pid, _iso(expired.expiration_time),
+                    "killing the worker (SIGKILL)" if kill else
+                    f"not killing the worker: its request asked for signal {expired.signal}")
+        self._emit("watchdog", pid=proc.pid, timer_pid=expired.pid, local_rank=local_rank,
+                   rank=worker.global_rank, scope=expired.scope_id,
+                   expired_at=expired.expiration_time, killed=kill)
+
+    @staticmethod
+    def _timer_cause(expired: ExpiredTimer, worker_pid: int) -> str:
+        by = "" if expired.pid == worker_pid else f" (armed by pid {expired.pid}, a child)"
+        return (f"timer expired: scope {expired.scope_id!r}{by} passed its deadline "
+                f"{_iso(expired.expiration_time)}; the agent killed the worker (SIGKILL)")
+
+    def _forget_timers(self, attempt: _Attempt) -> None:
+        """Drop the deadlines of an attempt's workers, once they are gone."""
+        if self._timers_started:
+            pids = {proc.pid for proc in attempt.procs}
+            for timer in self._timers_started:
+                timer.poll(float("-inf"))  # take in what they sent before they died
+                timer.forget(pids)
 
     # -- signals --------------------------------------------------------------------
 
@@ -545,3 +650,20 @@ class LocalElasticAgent:
         md.update(metadata)
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
+
+
+def _owner(procs: Sequence[WorkerProcess], pid: int) -> int | None:
+    """The local rank of the worker that is ``pid``, or leads its process group."""
+    ranks = {proc.pid: i for i, proc in enumerate(procs)}
+    if pid in ranks:
+        return ranks[pid]
+    try:
+        return ranks.get(os.getpgid(pid))
+    except OSError:  # gone
+        return None
+
+
+def _iso(when: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")

@@ -1,19 +1,41 @@
 """Timers: deadlines a worker arms around code that must not hang.
 
-``with expires(after=30): step()`` asks the configured :class:`TimerClient`
-to arm a deadline; a :class:`TimerServer` in the agent (chosen with
-``--timer NAME`` from the plugins) acts when it passes. With no client
-configured, ``expires`` is a no-op, so the same code runs under any launcher.
+``with expires(after=30): step()`` asks a :class:`TimerClient` to arm a
+deadline; a :class:`TimerServer` in the agent (chosen with ``--timer NAME``
+from the plugins; pliant-core's ``local`` by default) acts when it passes.
+
+The client is, in order: the ``client`` argument, the one set with
+:func:`configure`, else one built from the environment the agent gives its
+workers: ``TORCHELASTIC_TIMER_FILE``, a named pipe that takes torch's
+``FileTimerClient`` requests (see :mod:`pliant.timer.fifo`). With none of
+these, ``expires`` is a no-op, so the same code runs under any launcher.
+
+Workers import this module, so it imports next to nothing.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-__all__ = ["TimerClient", "TimerServer", "configure", "expires"]
+TYPE_CHECKING = False  # not typing's: typing alone costs a worker milliseconds of start-up
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+
+__all__ = [
+    "TIMER_FILE_ENV",
+    "ExpiredTimer",
+    "TimerClient",
+    "TimerServer",
+    "configure",
+    "expires",
+]
+
+#: The named pipe of the agent's timer, as torch's launcher names it for ``FileTimerClient``.
+TIMER_FILE_ENV = "TORCHELASTIC_TIMER_FILE"
 
 
 class TimerClient(ABC):
@@ -26,8 +48,34 @@ class TimerClient(ABC):
     def release(self, scope_id: str) -> None: ...
 
 
+class ExpiredTimer:
+    """A deadline that passed: who armed it (``pid``), for what, when, and the signal asked
+    for (torch's ``FileTimerClient`` field: 0 or less asks that the worker not be killed)."""
+
+    __slots__ = ("expiration_time", "pid", "scope_id", "signal")
+
+    def __init__(self, pid: int, scope_id: str, expiration_time: float, signal: int) -> None:
+        self.pid = pid
+        self.scope_id = scope_id
+        self.expiration_time = expiration_time
+        self.signal = signal
+
+    def __repr__(self) -> str:
+        return (f"ExpiredTimer(pid={self.pid}, scope_id={self.scope_id!r}, "
+                f"expiration_time={self.expiration_time}, signal={self.signal})")
+
+
 class TimerServer(ABC):
-    """The agent side: watches deadlines and acts on the expired ones."""
+    """The agent side: watches deadlines and acts on the expired ones.
+
+    A server may run on its own (a thread, another process) and need only
+    :meth:`start`, :meth:`stop` and :meth:`worker_env`. A server the agent
+    drives instead returns a descriptor from :meth:`fileno`: the agent's
+    selector then wakes when it turns readable and when :meth:`next_deadline`
+    passes, calls :meth:`poll` and acts on what it returns: it kills the
+    worker that armed each expired timer and reports that as the worker's
+    failure. No thread, no polling loop.
+    """
 
     @abstractmethod
     def start(self) -> None: ...
@@ -39,28 +87,65 @@ class TimerServer(ABC):
         """Environment the workers need to reach this server."""
         return {}
 
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when requests arrive, if the agent drives this
+        server; None (the default) if it runs on its own."""
+        return None
+
+    def next_deadline(self) -> float | None:
+        """The earliest armed deadline (``time.time()`` seconds), or None."""
+        return None
+
+    def poll(self, now: float) -> list[ExpiredTimer]:
+        """Take in the requests that arrived (without blocking); return the timers expired by
+        ``now``, which are then disarmed."""
+        return []
+
+    def forget(self, pids: Collection[int]) -> None:
+        """Disarm every deadline of these processes (they exited)."""
+        return None
+
 
 _client: TimerClient | None = None
+_from_env: tuple[str, TimerClient] | None = None
 
 
 def configure(client: TimerClient | None) -> None:
+    """Set the client :func:`expires` uses; None goes back to the environment's."""
     global _client
     _client = client
+
+
+def _env_client() -> TimerClient | None:
+    """The client for the agent's timer pipe named in the environment, built once."""
+    global _from_env
+    path = os.environ.get(TIMER_FILE_ENV)
+    if not path:
+        return None
+    if _from_env is None or _from_env[0] != path:
+        from pliant.timer.fifo import FifoTimerClient
+
+        _from_env = (path, FifoTimerClient(path))
+    return _from_env[1]
 
 
 @contextmanager
 def expires(after: float, scope: str | None = None, client: TimerClient | None = None,
             ) -> Iterator[None]:
-    """Arm a deadline ``after`` seconds from now for the enclosed block."""
-    import time
+    """Arm a deadline ``after`` seconds from now for the enclosed block.
 
-    chosen: Any = client or _client
+    ``scope`` names the deadline (one per scope and process); by default it is
+    the caller's ``file#line``, as in torch.
+    """
+    chosen = client or _client or _env_client()
     if chosen is None:
         yield
         return
-    scope_id = scope or "default"
-    chosen.acquire(scope_id, time.time() + after)
+    if scope is None:
+        caller = sys._getframe(2)  # this generator, contextlib's __enter__, the caller
+        scope = f"{caller.f_code.co_filename}#{caller.f_lineno}"
+    chosen.acquire(scope, time.time() + after)
     try:
         yield
     finally:
-        chosen.release(scope_id)
+        chosen.release(scope)
