@@ -57,10 +57,24 @@ def test_agent_and_worker_records_reach_the_sinks_tagged(tmp_path: Path) -> None
     assert all(e["metadata"]["run_id"] == "obs1" and "node" in e["metadata"]
                and e["timestamp"] > 0 for e in agent)
     names = {e["name"] for e in agent}
-    assert {"pliant.agent.workers_started", "pliant.agent.worker_failed",
+    assert {"pliant.agent.rendezvous_joined", "pliant.agent.rendezvous_completed",
+            "pliant.agent.workers_started", "pliant.agent.worker_started",
+            "pliant.agent.worker_succeeded", "pliant.agent.worker_failed",
             "pliant.agent.restart", "pliant.agent.run_succeeded"} <= names, names
     failed = by_name["pliant.agent.worker_failed"][0]["metadata"]
     assert (failed["rank"], failed["exitcode"]) == (1, 3), failed
+    rounds = [e["metadata"] for e in by_name["pliant.agent.rendezvous_completed"]]
+    assert [(r["world_size"], r["workers"], r["restart_count"]) for r in rounds] == [
+        (1, 2, 0), (1, 2, 1)], rounds
+    started = [e["metadata"] for e in by_name["pliant.agent.worker_started"]]
+    assert sorted((m["restart_count"], m["rank"]) for m in started) == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(m["pid"] > 0 for m in started)
+    # The agent's own metrics are tagged too (no rank: they are the node's).
+    agent_metrics = [m for m in metrics if m["name"].startswith("pliant.agent.")]
+    assert {"pliant.agent.rendezvous.duration.ms", "pliant.agent.restarts"} <= {
+        m["name"] for m in agent_metrics}
+    assert all(m["run_id"] == "obs1" and "rank" not in m for m in agent_metrics)
 
 
 def test_a_sink_that_cannot_be_built_in_a_worker_does_not_stop_training() -> None:

@@ -100,6 +100,8 @@ class Dispatcher:
 
     def flush(self, timeout: float = EXIT_BOUND) -> bool:
         """Wait until everything queued before this call was delivered; False on timeout."""
+        if self._pid != os.getpid():
+            return True  # nothing was ever queued in this process
         done = threading.Event()
         self.put(lambda _: done.set(), None)
         self._wake.set()

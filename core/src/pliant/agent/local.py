@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from pliant import events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
+from pliant._dispatch import set_context
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
@@ -163,6 +164,8 @@ class LocalElasticAgent:
                 self._stop(self._attempt, signal.SIGTERM)
             self._stop_timers()
             self._selector.close()
+            # What this run recorded has reached the handlers when run() returns.
+            metrics.flush(timeout=2.0)
             if not self._keep_run_dir:
                 import shutil
 
@@ -223,7 +226,9 @@ class LocalElasticAgent:
             metrics.put_metric("restarts", 1, "pliant.agent")
         else:
             log.info("[%s] membership change: %s; forming a new round", spec.role, end.message)
-            self._emit("membership_change", reason=end.reason, message=end.message[:500])
+            self._emit("membership_change", reason=end.reason, message=end.message[:500],
+                       survivors=end.survivors)
+            metrics.put_metric("membership_changes", 1, "pliant.agent")
 
     def _on_round_failed(self, end: RoundEnd, attempt: _Attempt) -> RunResult:
         """The round ended and no new one follows: a job-wide failure, or an error."""
@@ -247,6 +252,7 @@ class LocalElasticAgent:
         assert spec.rdzv_handler is not None
         start = time.perf_counter()
         spec.rdzv_handler.local_world_size = spec.local_world_size
+        self._emit("rendezvous_joined")
         self._in_rendezvous = True  # a signal now interrupts the wait (see _handle_signal)
         try:
             info = spec.rdzv_handler.next_rendezvous()
@@ -268,8 +274,13 @@ class LocalElasticAgent:
             worker.global_rank = base + worker.local_rank
             worker.role_rank = worker.global_rank
             worker.world_size = worker.role_world_size = world
-        metrics.put_metric("rendezvous.duration.ms", (time.perf_counter() - start) * 1000,
-                           "pliant.agent")
+        took_ms = (time.perf_counter() - start) * 1000
+        set_context(restart_count=self._restart_count)
+        self._emit("rendezvous_completed", round=info.round, node_rank=info.rank,
+                   world_size=info.world_size, workers=world, duration_ms=round(took_ms, 3))
+        metrics.put_metric("rendezvous.duration.ms", took_ms, "pliant.agent")
+        metrics.put_metric("rendezvous.world_size", info.world_size, "pliant.agent")
+        metrics.put_metric("workers", world, "pliant.agent")
         return info
 
     def _worker_env(self, worker_rank: int, attempt_dir: str) -> dict[str, str]:
@@ -360,6 +371,8 @@ class LocalElasticAgent:
             worker.id = proc.pid
             attempt.procs.append(proc)
             self._selector.register(proc.exit_fd, selectors.EVENT_READ, worker.local_rank)
+            self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
+                       pid=proc.pid, attempt=number)
         self._worker_group.state = WorkerState.HEALTHY
         self._emit("workers_started", attempt=number)
         return attempt
@@ -422,6 +435,9 @@ class LocalElasticAgent:
         now = time.time()
         worker = self._worker_group.workers[local_rank]
         if code == 0 or attempt.stopping:
+            self._emit("worker_succeeded" if code == 0 else "worker_stopped",
+                       rank=worker.global_rank, local_rank=local_rank, pid=proc.pid,
+                       exitcode=code)
             return
         failure = ProcessFailure(
             local_rank=local_rank,
