@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pliant.events import Event, EventSource
 from pliant.metrics import MetricData
 from pliant.plugins import PluginManager
 from pliant_cloudwatch import CloudWatchEventHandler, CloudWatchMetricHandler
-from pliant_cloudwatch.testing import CloudWatchEmulator, FailingEndpoint
+from pliant_cloudwatch.testing import CloudWatchEmulator, FailingEndpoint, dummy_credentials
 
 FAST = {"flush_interval": "0.1"}
 
@@ -444,3 +445,29 @@ def test_a_real_run_sends_from_agent_and_workers(aws: CloudWatchEmulator,
     hello = sorted(str(e.metadata["rank"]) for e in arrived if e.name == "worker.hello")
     assert hello == ["0", "1"]
     assert any(e.source == EventSource.AGENT for e in arrived)
+
+
+def test_a_run_with_the_endpoint_down_trains_and_reports_the_drops(tmp_path: Any) -> None:
+    """The sink is unreachable: the job finishes as usual, and what was lost is reported as
+    pliant.dropped through the handlers still working (here the console)."""
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIANT_"))}
+    env.update(dummy_credentials(), AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    conf = "cloudwatch.close_timeout=1,cloudwatch.max_attempts=1,cloudwatch.flush_interval=0.2"
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pliant"), "run", "--nproc-per-node", "2",
+         "--rdzv-id", "down1", "--metrics", "cloudwatch,console", "--metrics-conf", conf,
+         "--events", "cloudwatch", str(script)],
+        env=env, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    drops = re.findall(r"\[metric\] pliant\.dropped = (\d+)\s+(.*)", result.stderr)
+    # Each worker and the agent say what their CloudWatch handler gave up on.
+    ranks = {dict(t.split("=", 1) for t in tags.split()).get("rank", "agent")
+             for _, tags in drops}
+    assert {"0", "1", "agent"} <= ranks, result.stderr
+    assert all(int(n) > 0 for n, _ in drops)
+    assert took < 30, took  # the sink's bounded close, not a hang
