@@ -1,7 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
 Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
-figures a to k, default all).
+figures a to o, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -58,6 +58,14 @@ memory with the etcd backend. They are described in ``etcd_figures.py``; torch's
 backend needs python-etcd (``pip install -r bench/requirements.txt``), and is left out,
 with the reason shown, without it.
 
+Observability figures, pliant's metrics, events and hang detection (pliant only; CloudWatch
+through pliant-cloudwatch, against its moto emulator on loopback or an endpoint that is
+down): (l) the cost of one ``put_metric`` / ``events.record`` call per handler, (m)
+throughput from one process to its sink, (n) a hung worker's deadline until every worker
+runs again (``timer_bench.py``), (o) a small DDP training's time with CloudWatch up or down
+against no handler. They are described in ``observability.py``; the CloudWatch parts need
+``pliant-cloudwatch[testing]`` (moto) and are left out, with the reason shown, without it.
+
 Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
 Figures not run this time (``--only``) keep their earlier results there, with
@@ -85,6 +93,7 @@ from pathlib import Path
 from typing import Any
 
 import etcd_figures
+import observability
 import rendezvous
 from launchers import (
     HERE,
@@ -105,7 +114,7 @@ from launchers import (
 RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-FIGURES = "abcdefghijk"
+FIGURES = "abcdefghijklmno"
 
 
 @dataclass
@@ -293,6 +302,28 @@ def run_failover(repeat: int) -> dict[str, Any]:
 def run_etcd_rss(repeat: int) -> dict[str, Any]:
     return {"title": "(k) agent peak RSS (VmHWM) with the etcd backend",
             **etcd_figures.run_etcd_rss(repeat)}
+
+
+def run_put_cost(repeat: int) -> dict[str, Any]:
+    return {"title": "(l) cost of one put_metric / events.record call, by handler",
+            **observability.run_cost(repeat)}
+
+
+def run_sink_throughput(repeat: int) -> dict[str, Any]:
+    return {"title": f"(m) throughput: {observability.THROUGHPUT_N:,} values from one "
+                     f"process to its sink",
+            **observability.run_throughput(repeat)}
+
+
+def run_hang_recovery(repeat: int) -> dict[str, Any]:
+    return {"title": "(n) hang detection: a worker's deadline expires -> every worker "
+                     "running again",
+            **observability.run_timer(repeat)}
+
+
+def run_training_sinks(repeat: int) -> dict[str, Any]:
+    return {"title": "(o) training time with CloudWatch reachable, down, or no handler",
+            **observability.run_training(repeat)}
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -647,6 +678,14 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
     for key, etcd_render in (("i", etcd_burst_rows), ("j", failover_rows), ("k", etcd_rss_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *etcd_render(figures[key])]
+    if {"l", "m", "n", "o"} & figures.keys():
+        out += ["", "## Observability: metrics, events and hang detection (pliant only)"]
+    for key, obs_render in (("l", observability.cost_rows),
+                            ("m", observability.throughput_rows),
+                            ("n", observability.timer_rows),
+                            ("o", observability.training_rows)):
+        if key in figures:
+            out += ["", f"### {figures[key]['title']}", "", *obs_render(figures[key])]
     out += ["", "## Runs", "",
             "| figure | started | commit | runs per launcher | 1-min load | resolver options |",
             "|---|---|---|---|---|---|"]
@@ -681,14 +720,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="figures to run, comma-separated, from a (launch) b (recovery) "
                              "c (memory) d (join burst) e (two agents) f (scale-up) g (gloo "
                              "restart) h (node loss) i (join burst on etcd) j (etcd member "
-                             "failover) k (agent memory, etcd); default all. Others keep their "
-                             "earlier results.")
+                             "failover) k (agent memory, etcd) l (put_metric cost) m (sink "
+                             "throughput) n (hang detection) o (training with CloudWatch); "
+                             "default all. Others keep their earlier results.")
+    parser.add_argument("--repeat-o", type=int, default=None, metavar="N",
+                        help="runs per configuration for figure (o) only, which takes about "
+                             "40 s a round (default: --repeat)")
     parser.add_argument("--system-resolver", action="store_true",
                         help=f"do not set RES_OPTIONS={RESOLVER_OPTIONS} (see "
                              "launchers.resolver_env)")
     ns = parser.parse_args(argv)
     if ns.repeat < 5:
         parser.error("--repeat must be at least 5 (the figures are medians of >= 5 runs)")
+    if ns.repeat_o is not None and ns.repeat_o < 3:
+        parser.error("--repeat-o must be at least 3")
     ns.only = [f.strip().lower() for f in ns.only.split(",") if f.strip()]
     unknown = [f for f in ns.only if f not in FIGURES]
     if unknown or not ns.only:
@@ -714,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         "i": lambda: run_etcd_burst(ns.repeat),
         "j": lambda: run_failover(ns.repeat),
         "k": lambda: run_etcd_rss(ns.repeat),
+        "l": lambda: run_put_cost(ns.repeat),
+        "m": lambda: run_sink_throughput(ns.repeat),
+        "n": lambda: run_hang_recovery(ns.repeat),
+        "o": lambda: run_training_sinks(ns.repeat_o or ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
@@ -721,9 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         if set(ns.only) - {"d", "i", "j"}:  # the others start launchers
             print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
             warm_up()
+        repeats = {"g": ns.tries, "o": ns.repeat_o or ns.repeat}
         for key in sorted(set(ns.only)):
             run = {"date": now(), "git_commit": facts["git_commit"],
-                   "git_dirty": facts["git_dirty"], "repeat": ns.tries if key == "g" else ns.repeat,
+                   "git_dirty": facts["git_dirty"], "repeat": repeats.get(key, ns.repeat),
                    "resolver": facts["resolver"], "loadavg_at_start": os.getloadavg()}
             print(f"figure ({key}):", flush=True)
             figures[key] = runners[key]()

@@ -147,3 +147,18 @@ def test_expires_arms_and_disarms_and_is_a_no_op_unconfigured() -> None:
     finally:
         timer.configure(None)
     assert client.log == [("acquire", "step"), ("release", "step")]
+
+
+def test_a_full_queue_drops_and_counts_but_flush_still_works() -> None:
+    from pliant._dispatch import Dispatcher
+
+    gate = threading.Event()
+    got: list[int] = []
+    dispatcher = Dispatcher(capacity=10)
+    dispatcher.put(lambda _: gate.wait(10), None)  # holds the thread while the queue fills
+    for i in range(20):
+        dispatcher.put(got.append, i)
+    assert dispatcher.dropped >= 10
+    gate.set()
+    assert dispatcher.flush(timeout=10)  # its marker is not subject to the capacity
+    assert got == list(range(len(got))) and 9 <= len(got) <= 10

@@ -1,10 +1,11 @@
 """Getting metrics and events from the caller to the handlers without slowing the caller.
 
-``put_metric`` and ``record`` only append to a bounded queue: a few hundred nanoseconds, no
-lock, no I/O. One daemon thread per process ("pliant-sinks") hands what is queued to the
-handlers, so a slow or dead sink (a network endpoint that times out) delays that thread,
-never training. When the queue is full, what does not fit is dropped and counted; the count
-is reported, with what the handlers say they dropped, as the metric ``pliant.dropped``
+``put_metric`` and ``record`` only append to a bounded queue: 1 to 2 µs a call (measured,
+bench figure l), no lock, no I/O. One daemon thread per process ("pliant-sinks") hands what
+is queued to the handlers, so a slow or dead sink (a network endpoint that times out) delays
+that thread, never training. When the queue is full, what does not fit is dropped and
+counted; the count is reported, with what the handlers say they dropped, as the metric
+``pliant.dropped``
 (group ``pliant``). At exit, what is still queued is delivered and each handler's
 ``close()`` (or ``flush()``) is called, within a bound.
 
@@ -95,6 +96,7 @@ class Dispatcher:
         queue.append((deliver, item))
         if self._pid != os.getpid():  # first use in this process (or a forked child)
             self._start()
+            self._wake.set()
         elif len(queue) == 1:
             self._wake.set()
 
@@ -103,7 +105,7 @@ class Dispatcher:
         if self._pid != os.getpid():
             return True  # nothing was ever queued in this process
         done = threading.Event()
-        self.put(lambda _: done.set(), None)
+        self._queue.append((lambda _: done.set(), None))  # past the capacity: never dropped
         self._wake.set()
         return done.wait(timeout)
 

@@ -55,6 +55,10 @@ class Shipper(ABC, Generic[T]):
         self._final_deadline = 0.0
         self._abandoned = False  # close() stopped waiting: the thread must change nothing
         self._wake = threading.Event()
+        # After a send failed for a passing reason, a full buffer does not wake the thread
+        # before this (monotonic) time: it waits for its next tick instead of retrying at
+        # every value, each retry rebuilding a large request while training wants the GIL.
+        self._quiet_until = 0.0
         #: Values or events given up on (buffer full, refused, or unsent at close).
         self.dropped = 0
         #: Values or events the service accepted.
@@ -100,7 +104,7 @@ class Shipper(ABC, Generic[T]):
             self._accepted += 1
             full = (len(self._buffer) >= self._batch_count
                     or self._buffered_bytes >= self._batch_bytes)
-        if full:
+        if full and time.monotonic() >= self._quiet_until:
             self._wake.set()
 
     def _drop(self, count: int = 1) -> None:
@@ -189,6 +193,7 @@ class Shipper(ABC, Generic[T]):
                     self._failed_sends += 1
                     if retry:
                         self._put_back(batch)
+                        self._quiet_until = time.monotonic() + self._flush_interval
                     else:
                         self.dropped += len(batch)
                         self._settled += len(batch)
