@@ -71,8 +71,7 @@ def test_the_pipe_wakes_a_selector_and_never_reads_as_closed(server: LocalTimerS
 
 
 def test_torchs_request_format_and_signal_are_taken(server: LocalTimerServer) -> None:
-    pytest.importorskip("torch")
-    from torch.distributed.elastic.timer import FileTimerClient
+    from torch.distributed.elastic.timer import FileTimerClient  # torch: requirements-dev
 
     torch_client = FileTimerClient(server.path, signal=0)
     torch_client.acquire("t", 1.0)
