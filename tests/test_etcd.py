@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from pliant_e2e import WORKERS, Agent, pid_alive, run_pliant, wait_for
+from pliant_e2e import Agent, pid_alive, run_pliant, wait_for
 from pliant_etcd.testing import EtcdCluster
 from test_multinode import (
     FAST,
@@ -30,6 +30,7 @@ from test_multinode import (
     new_run_id,
     one_round,
     records,
+    train_on_two_nodes,
     two_separate_jobs,
 )
 
@@ -199,27 +200,18 @@ def test_custom_key_prefix(start_agent: StartAgent, etcd: EtcdCluster, out: Path
 # -- a real training --------------------------------------------------------------------------
 
 
-def _train_on_two_nodes(start_agent: StartAgent, endpoint: str, tmp: Path, restarts: str,
-                        *extra: str) -> tuple[Path, list[Agent]]:
-    """ddp_checkpoint.py on 2 nodes of 1 worker each; returns the final weights' file."""
-    tmp.mkdir()
-    weights = tmp / "weights.pt"
-    run_id = new_run_id()
-    agents = [start_agent(f"{tmp.name}{i}", *rdzv(endpoint, run_id, "2"), "--max-restarts",
-                          restarts, str(WORKERS / "ddp_checkpoint.py"), "--checkpoint",
-                          str(tmp / "ckpt.pt"), "--out", str(weights), *extra)
-              for i in (0, 1)]
-    assert exit_codes(agents, timeout=240) == [0, 0], describe(agents)
-    return weights, agents
 
 
 def test_ddp_on_two_nodes_survives_a_worker_crash(start_agent: StartAgent, etcd: EtcdCluster,
                                                   tmp_path: Path) -> None:
     import torch
 
-    clean, _ = _train_on_two_nodes(start_agent, etcd.endpoint, tmp_path / "clean", "0")
+    def join(run_id: str) -> list[str]:
+        return rdzv(etcd.endpoint, run_id, "2")
+
+    clean, _ = train_on_two_nodes(start_agent, join, tmp_path / "clean", "0")
     # Global rank 1, on the second node, dies (os._exit) right after step 5's checkpoint.
-    resumed, agents = _train_on_two_nodes(start_agent, etcd.endpoint, tmp_path / "crashy", "1",
+    resumed, agents = train_on_two_nodes(start_agent, join, tmp_path / "crashy", "1",
                                           "--crash-at", "5")
     stdout = "".join(agent.stdout for agent in agents)
     for rank in (0, 1):

@@ -396,14 +396,15 @@ def test_foreign_value_in_the_store_is_refused(start_agent: StartAgent, pliant_s
 # -- a real training ----------------------------------------------------------------------------
 
 
-def _train_on_two_nodes(start_agent: StartAgent, tmp: Path, restarts: str,
-                        *extra: str) -> tuple[Path, list[Agent]]:
-    """ddp_checkpoint.py on 2 nodes of 1 worker each; returns the final weights' file."""
+def train_on_two_nodes(start_agent: StartAgent, join: Callable[[str], list[str]], tmp: Path,
+                       restarts: str, *extra: str) -> tuple[Path, list[Agent]]:
+    """ddp_checkpoint.py on 2 nodes of 1 worker each; returns the final weights' file.
+    ``join(run_id)`` gives the flags that put an agent in the job."""
     tmp.mkdir()
-    endpoint, run_id = f"127.0.0.1:{free_port()}", new_run_id()
     weights = tmp / "weights.pt"
-    agents = [start_agent(f"{tmp.name}{i}", *rdzv(endpoint, run_id, "2"), "--max-restarts",
-                          restarts, str(WORKERS / "ddp_checkpoint.py"), "--checkpoint",
+    run_id = new_run_id()
+    agents = [start_agent(f"{tmp.name}{i}", *join(run_id), "--max-restarts", restarts,
+                          str(WORKERS / "ddp_checkpoint.py"), "--checkpoint",
                           str(tmp / "ckpt.pt"), "--out", str(weights), *extra)
               for i in (0, 1)]
     assert exit_codes(agents, timeout=240) == [0, 0], describe(agents)
@@ -414,9 +415,14 @@ def test_ddp_on_two_nodes_survives_a_worker_crash(start_agent: StartAgent,
                                                   tmp_path: Path) -> None:
     import torch
 
-    clean, _ = _train_on_two_nodes(start_agent, tmp_path / "clean", "0")
+    ports: dict[str, int] = {}
+
+    def join(run_id: str) -> list[str]:  # a store of its own for each run
+        return rdzv(f"127.0.0.1:{ports.setdefault(run_id, free_port())}", run_id, "2")
+
+    clean, _ = train_on_two_nodes(start_agent, join, tmp_path / "clean", "0")
     # Global rank 1, on the second node, dies (os._exit) right after step 5's checkpoint.
-    resumed, agents = _train_on_two_nodes(start_agent, tmp_path / "crashy", "1",
+    resumed, agents = train_on_two_nodes(start_agent, join, tmp_path / "crashy", "1",
                                           "--crash-at", "5")
     stdout = "".join(agent.stdout for agent in agents)
     for rank in (0, 1):
