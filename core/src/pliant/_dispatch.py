@@ -34,6 +34,11 @@ log = logging.getLogger("pliant.sinks")
 CAPACITY = 100_000
 #: How often the thread reports what was dropped, and wakes to deliver if nobody woke it.
 REPORT_INTERVAL = 1.0
+#: The thread delivers at most once per this many seconds: a record after a quiet spell
+#: goes at once, but at hundreds of records a second it wakes 20 times a second, not once
+#: a record, so the caller (training, holding the GIL) is interrupted for batches, not for
+#: each value. :meth:`Dispatcher.flush` and exit do not wait.
+GATHER = 0.05
 #: At exit, how long delivering what is left and closing the handlers may take.
 EXIT_BOUND = 5.0
 
@@ -78,10 +83,12 @@ class Dispatcher:
         self._queue: deque[tuple[Deliver, Any]] = deque()
         self._capacity = capacity
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # flush() or close(): deliver without gathering
         self._lock = threading.Lock()  # only to start the thread once
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closers: list[Callable[[], list[Any]]] = []
+        self._idle: list[Callable[[], None]] = []
         self._stopping = False
         #: Records dropped because the queue was full or a handler raised.
         self.dropped = 0
@@ -89,15 +96,14 @@ class Dispatcher:
 
     def put(self, deliver: Deliver, item: Any) -> None:
         """Queue ``deliver(item)`` for the thread. Never blocks, never raises."""
+        if self._pid != os.getpid():  # first use in this process (or a forked child)
+            self._start()
         queue = self._queue
         if len(queue) >= self._capacity:
             self.dropped += 1
             return
         queue.append((deliver, item))
-        if self._pid != os.getpid():  # first use in this process (or a forked child)
-            self._start()
-            self._wake.set()
-        elif len(queue) == 1:
+        if len(queue) == 1:
             self._wake.set()
 
     def flush(self, timeout: float = EXIT_BOUND) -> bool:
@@ -105,7 +111,13 @@ class Dispatcher:
         if self._pid != os.getpid():
             return True  # nothing was ever queued in this process
         done = threading.Event()
-        self._queue.append((lambda _: done.set(), None))  # past the capacity: never dropped
+
+        def delivered(_: Any) -> None:
+            self._run_idle()  # what a handler batches (the relay) goes out too
+            done.set()
+
+        self._queue.append((delivered, None))  # past the capacity: never dropped
+        self._hurry.set()
         self._wake.set()
         return done.wait(timeout)
 
@@ -113,22 +125,49 @@ class Dispatcher:
         """Register where to find handlers to flush and close at exit."""
         self._closers.append(closers)
 
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the thread each time it has emptied the queue (a handler
+        that batches sends its batch then)."""
+        self._idle.append(callback)
+
+    def _run_idle(self) -> None:
+        for callback in self._idle:
+            try:
+                callback()
+            except Exception:
+                log.debug("%r failed", callback, exc_info=True)
+
     def _start(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
                 return
+            forked = self._pid != 0
+            if forked:  # what the parent queued is the parent's to deliver
+                self._queue.clear()
+                self._stopping = False
             self._pid = os.getpid()
             self._wake = threading.Event()
+            self._hurry = threading.Event()
             self._thread = threading.Thread(target=self._run, name="pliant-sinks", daemon=True)
             self._thread.start()
-            atexit.register(self.close)
+            if not forked:  # a forked child inherits the registration
+                atexit.register(self.close)
 
     def _run(self) -> None:
         next_report = time.monotonic() + REPORT_INTERVAL
+        last_drain = 0.0
         while not self._stopping:
             self._wake.wait(REPORT_INTERVAL)
+            # A record after a quiet spell goes at once; one that follows others closely
+            # waits for those still coming, up to GATHER after the last delivery.
+            gather = last_drain + GATHER - time.monotonic()
+            if self._queue and gather > 0 and self._hurry.wait(gather):
+                self._hurry.clear()
             self._wake.clear()
             self.drain()
+            last_drain = time.monotonic()
+            if not self._queue and not self._stopping:
+                self._run_idle()
             if time.monotonic() >= next_report:
                 self._report_dropped()
                 next_report = time.monotonic() + REPORT_INTERVAL
@@ -174,6 +213,7 @@ class Dispatcher:
         """At exit: deliver what is left, report drops, flush and close every handler."""
         deadline = time.monotonic() + EXIT_BOUND
         self._stopping = True
+        self._hurry.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))  # finish its delivery

@@ -1,10 +1,12 @@
-"""Metric and event handlers inside a worker, built from what the agent put in its environment.
+"""Metric and event handlers of a process that did not configure its own, from its environment.
 
-The agent passes its choice on as ``PLIANT_METRICS``/``PLIANT_METRICS_CONF`` and
-``PLIANT_EVENTS``/``PLIANT_EVENTS_CONF`` (the same variables a user may set for the agent).
-A worker builds the same handlers on its first ``put_metric`` or ``record``, so that its
-values go straight to the sinks, tagged with its rank, without passing through the agent.
-A handler that cannot be built is reported once on stderr and left out: training goes on.
+A worker started by ``pliant run`` (or any :class:`~pliant.agent.LocalElasticAgent` with
+handlers) finds ``PLIANT_RELAY``: its records go to the agent, which hands them to its own
+handlers (see :mod:`pliant._relay`). Any other process builds the handlers that
+``PLIANT_METRICS``/``PLIANT_METRICS_CONF`` and ``PLIANT_EVENTS``/``PLIANT_EVENTS_CONF``
+name (the variables a user sets for the agent), on its first ``put_metric`` or ``record``.
+A handler that cannot be built is reported once on stderr and left out: the process goes
+on without it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ log = logging.getLogger("pliant.sinks")
 
 
 def handlers_from_env(kind: str) -> list[Any]:
-    """The ``kind`` ("metrics" or "events") handlers named in this process's environment."""
+    """The ``kind`` ("metrics" or "events") handlers named in this process's environment:
+    the agent's relay when there is one, else those ``PLIANT_<KIND>`` names."""
+    from pliant._relay import client_from_env
+
+    relay = client_from_env()
+    if relay is not None:
+        return [relay]
     names_text = os.environ.get(f"PLIANT_{kind.upper()}", "").strip()
     if not names_text:
         return []

@@ -211,18 +211,12 @@ def _build_sinks(cfg: config.Config, pm: Any) -> list[Any]:
 
 
 def _sink_env(cfg: config.Config, run_id: str) -> dict[str, str]:
-    """Tag the agent's own records, and tell its workers which handlers to build (and with
-    which settings), so that their values go to the same sinks, tagged with their rank."""
+    """Tag the agent's own records, and give its workers the node's name for theirs (their
+    records reach the handlers through the agent: see :mod:`pliant._relay`)."""
     from pliant._dispatch import context, set_context
 
     set_context(run_id=run_id, role=cfg["role"], rank=None)
-    env = {"PLIANT_NODE": context()["node"]}
-    for kind in ("metrics", "events"):
-        if cfg[kind]:
-            env[f"PLIANT_{kind.upper()}"] = ",".join(cfg[kind])
-            env[f"PLIANT_{kind.upper()}_CONF"] = ",".join(
-                f"{key}={value}" for key, value in cfg[f"{kind}_conf"].items())
-    return env
+    return {"PLIANT_NODE": context()["node"]}
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from pliant import events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant._dispatch import set_context
+from pliant._relay import Relay
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
@@ -128,6 +129,7 @@ class LocalElasticAgent:
         self._timers = list(timers)
         self._timers_started: list[TimerServer] = []
         self._timer_env: dict[str, str] = {}
+        self._relay: Relay | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
         return self._worker_group
@@ -154,6 +156,7 @@ class LocalElasticAgent:
         self._selector = selectors.DefaultSelector()
         try:
             self._start_timers()
+            self._start_relay()
             with self._signals_handled():
                 result = self._invoke_run()
             if result.is_failed():
@@ -163,6 +166,7 @@ class LocalElasticAgent:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
             self._stop_timers()
+            self._stop_relay()
             self._selector.close()
             # What this run recorded has reached the handlers when run() returns.
             metrics.flush(timeout=2.0)
@@ -313,6 +317,8 @@ class LocalElasticAgent:
             "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
         })
         env.update(self._timer_env)
+        if self._relay is not None:
+            env.update(self._relay.worker_env())
         env.update(spec.env)
         return env
 
@@ -515,6 +521,28 @@ class LocalElasticAgent:
         attempt.routes.clear()
         if self._attempt is attempt:
             self._attempt = None
+
+    # -- the workers' metrics and events --------------------------------------------
+
+    def _start_relay(self) -> None:
+        """When this agent has metric or event handlers, its workers' records come through
+        it to them (see :mod:`pliant._relay`)."""
+        if not (metrics.get_handlers() or metrics._all_handlers() or events.get_handlers()):
+            return
+        try:
+            relay = Relay()
+        except OSError as exc:
+            log.warning("the workers' metrics and events will not reach the handlers: cannot "
+                        "create a socket for them: %s", exc)
+            return
+        relay.start()
+        self._relay = relay
+
+    def _stop_relay(self) -> None:
+        """After the workers are gone: hand on what they sent last, then close."""
+        if self._relay is not None:
+            self._relay.stop()
+            self._relay = None
 
     # -- timers ---------------------------------------------------------------------
     #

@@ -7,8 +7,8 @@ The seed API: :class:`Event`, :class:`EventSource`, :class:`EventHandler`,
 ``record`` only queues the event (see :mod:`pliant._dispatch`); handlers are
 called from a background thread. The event's metadata gains where it comes from:
 ``run_id``, ``node``, ``role``, ``restart_count`` and, in a worker, ``rank``
-(values the caller set win). In a worker started by ``pliant run``, the handlers
-the agent was given (``--events``) are built from the environment on first use.
+(values the caller set win). In a worker started by ``pliant run``, events go to
+the agent, which hands them to the handlers it was given (``--events``).
 """
 
 from __future__ import annotations
@@ -130,6 +130,13 @@ def record(event: Event) -> None:
     handlers = _handlers if _from_env else get_handlers()
     if handlers:
         event.metadata = {**context(), **event.metadata}
+        dispatcher.put(_deliver, (handlers, event))
+
+
+def _forward(event: Event) -> None:
+    """Queue an event a worker sent through the agent's relay, its metadata kept as it is."""
+    handlers = _handlers if _from_env else get_handlers()
+    if handlers:
         dispatcher.put(_deliver, (handlers, event))
 
 

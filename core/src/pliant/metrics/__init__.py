@@ -7,8 +7,8 @@ name (``--metrics NAME``); a handler that raises never stops the caller.
 ``put_metric`` only queues the value (see :mod:`pliant._dispatch`): handlers are
 called from a background thread, so a slow sink never slows training. Each
 value carries ``tags``: the run id, node, role, restart count and, in a worker,
-its rank. In a worker started by ``pliant run``, the handlers the agent was
-given (``--metrics``) are built from the environment on the first call.
+its rank. In a worker started by ``pliant run``, values go to the agent, which
+hands them to the handlers it was given (``--metrics``); see :mod:`pliant._relay`.
 """
 
 from __future__ import annotations
@@ -129,6 +129,13 @@ def put_metric(name: str, value: float, metric_group: str = "torchelastic") -> N
     if handlers:
         dispatcher.put(_deliver, (handlers, MetricData(time.time(), metric_group, name, value,
                                                        context())))
+
+
+def _forward(data: MetricData) -> None:
+    """Queue a value a worker sent through the agent's relay, its tags kept as they are."""
+    handlers = get_handlers(data.group_name)
+    if handlers:
+        dispatcher.put(_deliver, (handlers, data))
 
 
 def flush(timeout: float = 5.0) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from pliant.events import Event, EventHandler
 
+from pliant_cloudwatch._aws import client_of
 from pliant_cloudwatch._shipper import Shipper
 
 __all__ = ["DEFAULT_LOG_GROUP", "DEFAULT_LOG_STREAM", "CloudWatchEventHandler",
@@ -80,16 +81,18 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
     """Sends every event to CloudWatch Logs, as one JSON log event.
 
     Events go to ``log_group``, in the stream named by ``log_stream``, a template over the
-    event's metadata (by default ``{run_id}/{node}``: one stream per run and node; agent and
-    workers of a node share it). The group and the stream are created the first time
-    CloudWatch Logs says they are missing. Each message is what ``Event.serialize()``
-    writes, so ``Event.deserialize(message)`` reads it back. Events are buffered and sent by
-    the handler's own thread in timestamp order, every ``flush_interval`` seconds or as soon
-    as a full request is waiting. :meth:`record` never blocks on the network and never
-    raises; what is lost is counted in :attr:`dropped`.
+    event's metadata (by default ``{run_id}/{node}``: one stream per run and node; under
+    ``pliant run`` the agent sends its workers' events with its own, so a stream has one
+    writer). The group and the stream are created the first time CloudWatch Logs says they
+    are missing. Each message is what ``Event.serialize()`` writes, so
+    ``Event.deserialize(message)`` reads it back. Events are buffered and sent by the
+    handler's own thread in timestamp order, every ``flush_interval`` seconds or as soon as
+    a full request is waiting. :meth:`record` never blocks on the network and never raises;
+    what is lost is counted in :attr:`dropped`.
 
-    ``client`` is a boto3 CloudWatch Logs client (see
-    :func:`pliant_cloudwatch.create_event_handler` for one built from settings).
+    ``client`` is a boto3 CloudWatch Logs client, or a
+    :class:`~pliant_cloudwatch._aws.LazyClient` that makes one on the handler's thread
+    (:func:`pliant_cloudwatch.create_event_handler` builds it from settings).
     """
 
     def __init__(
@@ -113,7 +116,10 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
     @property
     def client(self) -> Any:
         """The boto3 CloudWatch Logs client the handler sends with (to add botocore hooks)."""
-        return self._client
+        return client_of(self._client)
+
+    def _prepare(self) -> None:
+        client_of(self._client)  # made on the handler's thread, not the caller's
 
     @property
     def log_group(self) -> str:
@@ -191,20 +197,20 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
         return _rejected(response.get("rejectedLogEventsInfo") or {}, len(batch))
 
     def _put(self, stream: str, events: list[dict[str, Any]]) -> Any:
-        return self._client.put_log_events(logGroupName=self._log_group, logStreamName=stream,
+        return self.client.put_log_events(logGroupName=self._log_group, logStreamName=stream,
                                            logEvents=events)
 
     def _create(self, stream: str) -> None:
         """Create the log group and ``stream``; either may exist already."""
         try:
-            self._client.create_log_group(logGroupName=self._log_group)
+            self.client.create_log_group(logGroupName=self._log_group)
         except Exception as exc:
             # Without logs:CreateLogGroup the group may still exist: go on to the stream.
             if _code(exc) != "ResourceAlreadyExistsException":
                 log.debug("cloudwatch: cannot create log group %r", self._log_group,
                           exc_info=True)
         try:
-            self._client.create_log_stream(logGroupName=self._log_group, logStreamName=stream)
+            self.client.create_log_stream(logGroupName=self._log_group, logStreamName=stream)
         except Exception as exc:
             if _code(exc) != "ResourceAlreadyExistsException":
                 raise

@@ -76,6 +76,9 @@ class Shipper(ABC, Generic[T]):
     def _send(self, batch: list[T]) -> int:
         """Send one batch; return how many items the service rejected. May raise."""
 
+    def _prepare(self) -> None:
+        """Called once on the thread, before anything is sent (make the client)."""
+
     def _take_batch(self) -> list[T]:
         """Remove and return the next batch (lock held). By default the oldest items, within
         the batch count and bytes."""
@@ -158,6 +161,10 @@ class Shipper(ABC, Generic[T]):
     # The thread's side.
 
     def _run(self) -> None:
+        try:
+            self._prepare()
+        except Exception:  # said once by whoever failed; sending tries again
+            log.debug("cloudwatch: preparing to send failed", exc_info=True)
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
