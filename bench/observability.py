@@ -1,8 +1,10 @@
 """Observability figures: what metrics, events and hang detection cost a training job.
 
-Every handler is chosen as a worker started by ``pliant run --metrics NAME --events NAME``
-gets it: through ``PLIANT_METRICS``/``PLIANT_EVENTS`` (and ``_CONF``) in the environment,
-built by pliant on the first call. ``cloudwatch`` is pliant-cloudwatch, sending either to
+Handlers are chosen through ``PLIANT_METRICS``/``PLIANT_EVENTS`` (and ``_CONF``) in the
+environment, built by pliant on the first call: in the probe process itself, or, for the
+``agent-`` configurations, in the agent of a ``pliant run`` whose one worker is the probe
+(the worker's handler is then the relay to its agent, as for every worker of ``pliant
+run``). ``cloudwatch`` is pliant-cloudwatch, sending either to
 the emulator (``pliant_cloudwatch.testing.CloudWatchEmulator``: moto's server, in a
 thread of the bench process, on loopback) or to an endpoint that is down
 (``AWS_ENDPOINT_URL=http://127.0.0.1:PORT`` where nothing listens: every connection is
@@ -13,7 +15,8 @@ Configurations are rotated round by round, as the launchers are in the other fig
     ``put_metric`` calls timed one by one (``perf_counter_ns`` around each; bursts of 100
     back to back, a 2 ms sleep between bursts, during which the sink thread delivers),
     with no handler, ``null``, ``console`` (stderr redirected to /dev/null), ``cloudwatch``
-    on the emulator and ``cloudwatch`` with the endpoint down; the same for
+    on the emulator and ``cloudwatch`` with the endpoint down, in the process; and as a
+    worker of ``pliant run`` whose agent has ``cloudwatch`` (emulator or down); the same for
     ``events.record`` (each Event built before its clock starts). Per process: the median
     and the 99th percentile; the figure is the median over processes (p99: median and
     largest). The first call, which builds the handlers, is left out and shown apart.
@@ -77,13 +80,16 @@ NODE = "bench-node"
 NAMESPACE = "pliant"
 
 #: (l) configurations: label -> (metric or event handler name, where CloudWatch sends).
-COST_METRIC = ("none", "null", "console", "cloudwatch", "cloudwatch-down")
-COST_EVENT = ("none", "null", "cloudwatch", "cloudwatch-down")
-THROUGHPUT = ("null", "cloudwatch")
+COST_METRIC = ("none", "null", "console", "cloudwatch", "cloudwatch-down",
+               "agent-cloudwatch", "agent-cloudwatch-down")
+COST_EVENT = ("none", "null", "cloudwatch", "cloudwatch-down", "agent-cloudwatch-down")
+THROUGHPUT = ("null", "cloudwatch", "agent-cloudwatch")
 TRAINING = ("none", "cloudwatch", "cloudwatch-down")
 LABELS = {"none": "no handler", "null": "`null`", "console": "`console` (to /dev/null)",
           "cloudwatch": "`cloudwatch`, emulator",
-          "cloudwatch-down": "`cloudwatch`, endpoint down"}
+          "cloudwatch-down": "`cloudwatch`, endpoint down",
+          "agent-cloudwatch": "worker of `pliant run`, agent's `cloudwatch` to the emulator",
+          "agent-cloudwatch-down": "worker of `pliant run`, agent's `cloudwatch` endpoint down"}
 
 
 def rotate(names: tuple[str, ...], round_no: int) -> list[str]:
@@ -121,33 +127,38 @@ def down_env() -> dict[str, str]:
 
 
 def sink_env(config: str, kind: str, aws: Any) -> dict[str, str]:
-    """What the agent would put in a worker's environment for ``config`` (``kind``:
-    "metrics", "events" or both, comma-separated)."""
+    """The environment that selects ``config``'s handlers (``kind``: "metrics", "events" or
+    both, comma-separated): the probe's own, or, for ``agent-``, its agent's."""
     env = {**launcher_env(), "PLIANT_NODE": NODE}
     if config == "none":
         return env
-    name = config.removesuffix("-down")
+    base = config.removeprefix("agent-")
     for k in kind.split(","):
-        env[f"PLIANT_{k.upper()}"] = name
-    if config == "console":
+        env[f"PLIANT_{k.upper()}"] = base.removesuffix("-down")
+    if base == "console":
         env["BENCH_STDERR_TO_DEVNULL"] = "1"
-    if config == "cloudwatch":
+    if base == "cloudwatch":
         env.update(aws.env())
-    elif config == "cloudwatch-down":
+    elif base == "cloudwatch-down":
         env.update(down_env())
     return env
 
 
-def probe(mode: str, arg: str, env: dict[str, str]) -> dict[str, Any]:
-    """One ``sink_probe.py`` run; its JSON line."""
+def probe(mode: str, arg: str, env: dict[str, str], config: str = "") -> dict[str, Any]:
+    """One ``sink_probe.py`` run; its JSON line. An ``agent-`` configuration runs it as the
+    one worker of ``pliant run`` (the handlers in ``env`` are the agent's then: the worker
+    sends through it)."""
     argv = [sys.executable, str(HERE / "sink_probe.py"), mode, arg]
+    if config.startswith("agent-"):
+        argv = [*LAUNCHERS["pliant"], "--standalone", "--nproc-per-node", "1", *argv[1:]]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=env,
                               timeout=PROBE_LIMIT_S)
     except subprocess.TimeoutExpired:
         raise LauncherError(f"sink_probe.py {mode} {arg} did not exit within "
                             f"{PROBE_LIMIT_S:g} s") from None
-    lines = done.stdout.strip().splitlines()
+    # Under pliant run, the worker's line carries the agent's "[0:0] " prefix.
+    lines = [line[line.index("{"):] for line in done.stdout.splitlines() if "{" in line]
     if done.returncode != 0 or not lines:
         raise LauncherError(f"sink_probe.py {mode} {arg} failed (exit code {done.returncode}):"
                             f"\n{done.stderr[-3000:]}")
@@ -170,7 +181,7 @@ def run_cost(repeat: int) -> dict[str, Any]:
         for round_no in range(repeat):
             for kind, config in rotate(tuple(plan), round_no):
                 env = sink_env(config, "metrics" if kind == "metric" else "events", aws)
-                one = probe("cost", kind, env)
+                one = probe("cost", kind, env, config)
                 if config != "none" and not one["handlers"]:
                     raise LauncherError(f"(l) {kind} {config}: no handler was built: "
                                         f"{one['probe_stderr']}")
@@ -247,16 +258,16 @@ def run_throughput(repeat: int) -> dict[str, Any]:
                 group = f"bench-m-{uuid.uuid4().hex[:8]}"
                 env = sink_env(config, "metrics", aws)
                 env["BENCH_GROUP"] = group
-                one = probe("throughput", str(THROUGHPUT_N), env)
+                one = probe("throughput", str(THROUGHPUT_N), env, config)
                 if not one["handlers"]:
                     raise LauncherError(f"(m) {config}: no handler was built: "
                                         f"{one['probe_stderr']}")
                 one["arrived"] = None
-                if config == "cloudwatch":
+                if config in ("cloudwatch", "agent-cloudwatch"):
                     one["arrived"] = int(aws.statistics(
                         NAMESPACE, "bench.value", {"group": group, "node": NODE})["SampleCount"])
                 samples[config].append(one)
-                print(f"  m round {round_no + 1}/{repeat}  {config:<11} "
+                print(f"  m round {round_no + 1}/{repeat}  {config:<16} "
                       f"{throughput_line(one)}", flush=True)
     rows = {config: throughput_summary(runs) for config, runs in samples.items()}
     return {"rows": rows, "samples": samples, "n": THROUGHPUT_N, "skipped": missing,
@@ -316,8 +327,13 @@ def throughput_rows(fig: dict[str, Any]) -> list[str]:
              "`bench.json`). Delivered: until `metrics.flush()` returned (every value handed "
              "to the handler). CloudWatch: arrived is what the emulator's "
              "`GetMetricStatistics` counts; the handler buffers at most `max_buffer` (10,000) "
-             "values and sends 1,000 per request, so values beyond what it sends meanwhile "
-             "are dropped (counted in its `dropped`). Shown, no target."]
+             "values and sends as soon as half of that waits, in requests of up to 1,000 "
+             "datums (one per series and second, its distinct values with their counts), so "
+             "values beyond what it sends meanwhile are dropped (counted in its `dropped`). "
+             "Worker of `pliant run`: the probe is the one worker of an agent that has the "
+             "`cloudwatch` handler; the worker's handler is the relay to the agent, so "
+             "delivered, sent and dropped are the worker's (to the agent), arrived is what "
+             "reached the emulator from the agent by the time it exited. Shown, no target."]
     if fig["skipped"]:
         rows += ["", f"CloudWatch left out: {fig['skipped']}."]
     return rows

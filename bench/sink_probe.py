@@ -1,9 +1,11 @@
-"""One sample of (l) or (m), in a fresh process, as a worker started by ``pliant run`` would be.
+"""One sample of (l) or (m), in a fresh process.
 
 Usage: ``sink_probe.py cost KIND`` (KIND: ``metric`` or ``event``) or
-``sink_probe.py throughput N``. The handlers are the ones named in this process's
-environment (``PLIANT_METRICS``/``PLIANT_EVENTS`` and their ``_CONF``), built by pliant on
-the first call, as in a worker; ``observability.py`` sets them. Prints one JSON line.
+``sink_probe.py throughput N``. The handlers are the ones this process's environment
+gives, built by pliant on the first call: ``PLIANT_METRICS``/``PLIANT_EVENTS`` and their
+``_CONF`` (the handlers themselves, in this process), or, when ``observability.py`` runs
+the probe as the worker of ``pliant run``, ``PLIANT_RELAY`` (the relay to the agent, which
+holds the handlers). Prints one JSON line.
 
 cost: one untimed first call (it builds the handlers; its time is reported apart), then
 :data:`BURSTS` bursts of :data:`BURST` calls timed one by one with ``perf_counter_ns``,

@@ -116,9 +116,15 @@ class RelayClient(MetricHandler, EventHandler):
             self._forget_if_forked()
             self._send_locked()
 
-    # At exit the dispatcher closes (or flushes) each handler: send what is left.
-    flush = send
-    close = send
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send what is batched; True when nothing was dropped so far. (Sending never takes
+        longer than :data:`SEND_TIMEOUT`; ``timeout`` is accepted for the handlers' API.)"""
+        self.send()
+        return self.dropped == 0
+
+    def close(self, timeout: float | None = None) -> None:
+        """At exit: send what is left."""
+        self.send()
 
     def _forget_if_forked(self) -> None:
         """A forked child (a DataLoader worker) inherits the batch; its parent sends it."""
