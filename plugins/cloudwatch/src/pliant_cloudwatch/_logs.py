@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 from pliant.events import Event, EventHandler
 
-from pliant_cloudwatch._aws import client_of
 from pliant_cloudwatch._shipper import Shipper
 
 __all__ = ["DEFAULT_LOG_GROUP", "DEFAULT_LOG_STREAM", "CloudWatchEventHandler",
@@ -105,21 +104,12 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
         max_buffer: int = 10_000,
         close_timeout: float = 5.0,
     ) -> None:
-        self._client = client
         self._log_group = log_group
         self._log_stream = check_stream_template(log_stream)
-        super().__init__(thread_name="pliant-cloudwatch-events",
+        super().__init__(client, thread_name="pliant-cloudwatch-events",
                          flush_interval=flush_interval, max_buffer=max_buffer,
                          close_timeout=close_timeout, batch_count=_MAX_EVENTS,
                          batch_bytes=_MAX_REQUEST_BYTES)
-
-    @property
-    def client(self) -> Any:
-        """The boto3 CloudWatch Logs client the handler sends with (to add botocore hooks)."""
-        return client_of(self._client)
-
-    def _prepare(self) -> None:
-        client_of(self._client)  # made on the handler's thread, not the caller's
 
     @property
     def log_group(self) -> str:

@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from pliant.metrics import MetricData, MetricHandler
 
-from pliant_cloudwatch._aws import client_of
 from pliant_cloudwatch._shipper import Shipper
 
 __all__ = ["DEFAULT_DIMENSIONS", "CloudWatchMetricHandler"]
@@ -144,23 +143,16 @@ class CloudWatchMetricHandler(Shipper[_Value], MetricHandler):
     ) -> None:
         if len(dimensions) > _MAX_DIMENSIONS:
             raise ValueError(f"at most {_MAX_DIMENSIONS} dimensions, not {len(dimensions)}")
-        self._client = client
         self._namespace = namespace
         self._dimensions = tuple(dimensions)
         self._tag_dimensions = tuple(d for d in self._dimensions if d != "group")
         self._series: dict[tuple[Any, ...], _Series | None] = {}
-        super().__init__(thread_name="pliant-cloudwatch-metrics",
+        # batch_count is only when to send early here (half the buffer): _take_batch fills
+        # a request by datums and bytes, not by values.
+        super().__init__(client, thread_name="pliant-cloudwatch-metrics",
                          flush_interval=flush_interval, max_buffer=max_buffer,
                          close_timeout=close_timeout, batch_count=max(1, max_buffer // 2),
                          batch_bytes=_MAX_REQUEST_BYTES)
-
-    @property
-    def client(self) -> Any:
-        """The boto3 CloudWatch client the handler sends with (to add botocore hooks)."""
-        return client_of(self._client)
-
-    def _prepare(self) -> None:
-        client_of(self._client)  # made on the handler's thread, not the caller's
 
     @property
     def namespace(self) -> str:

@@ -23,9 +23,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pliant_cloudwatch._aws import describe, is_transient
+from pliant_cloudwatch._aws import client_of, describe, is_transient
 
 __all__ = ["Shipper"]
 
@@ -37,8 +37,10 @@ T = TypeVar("T")
 class Shipper(ABC, Generic[T]):
     """Buffers items of type ``T`` and sends them in batches from its own thread."""
 
-    def __init__(self, *, thread_name: str, flush_interval: float, max_buffer: int,
-                 close_timeout: float, batch_count: int, batch_bytes: int) -> None:
+    def __init__(self, client: Any, *, thread_name: str, flush_interval: float,
+                 max_buffer: int, close_timeout: float, batch_count: int,
+                 batch_bytes: int) -> None:
+        self._client = client  # a boto3 client, or a LazyClient the thread makes first
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
         self._close_timeout = close_timeout
@@ -76,8 +78,10 @@ class Shipper(ABC, Generic[T]):
     def _send(self, batch: list[T]) -> int:
         """Send one batch; return how many items the service rejected. May raise."""
 
-    def _prepare(self) -> None:
-        """Called once on the thread, before anything is sent (make the client)."""
+    @property
+    def client(self) -> Any:
+        """The boto3 client the handler sends with (to add botocore hooks)."""
+        return client_of(self._client)
 
     def _take_batch(self) -> list[T]:
         """Remove and return the next batch (lock held). By default the oldest items, within
@@ -162,7 +166,7 @@ class Shipper(ABC, Generic[T]):
 
     def _run(self) -> None:
         try:
-            self._prepare()
+            client_of(self._client)  # made here, not in the caller's thread
         except Exception:  # said once by whoever failed; sending tries again
             log.debug("cloudwatch: preparing to send failed", exc_info=True)
         while True:
