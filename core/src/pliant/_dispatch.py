@@ -160,12 +160,14 @@ class Dispatcher:
             self._wake.wait(REPORT_INTERVAL)
             # A record after a quiet spell goes at once; one that follows others closely
             # waits for those still coming, up to GATHER after the last delivery.
+            queued = bool(self._queue)
             gather = last_drain + GATHER - time.monotonic()
-            if self._queue and gather > 0 and self._hurry.wait(gather):
+            if queued and gather > 0 and self._hurry.wait(gather):
                 self._hurry.clear()
             self._wake.clear()
             self.drain()
-            last_drain = time.monotonic()
+            if queued:
+                last_drain = time.monotonic()
             if not self._queue and not self._stopping:
                 self._run_idle()
             if time.monotonic() >= next_report:

@@ -527,7 +527,8 @@ class LocalElasticAgent:
     def _start_relay(self) -> None:
         """When this agent has metric or event handlers, its workers' records come through
         it to them (see :mod:`pliant._relay`)."""
-        if not (metrics.get_handlers() or metrics._all_handlers() or events.get_handlers()):
+        metrics.get_handlers()  # builds those named in the environment, if none were set
+        if not (metrics._all_handlers() or events.get_handlers()):
             return
         try:
             relay = Relay()
