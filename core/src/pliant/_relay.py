@@ -190,8 +190,6 @@ class Relay:
         self._sock.bind(self.path)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pliant-relay", daemon=True)
-        #: Records received and queued for the handlers.
-        self.received = 0
 
     def worker_env(self) -> dict[str, str]:
         return {RELAY_ENV: self.path}
@@ -234,7 +232,6 @@ class Relay:
                     dispatcher.dropped += 1
                     log.debug("relay: cannot read %r", line[:200], exc_info=True)
                     continue
-                self.received += 1
                 if isinstance(record, MetricData):
                     metrics._forward(record)
                 else:

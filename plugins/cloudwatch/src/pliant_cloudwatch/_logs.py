@@ -126,15 +126,7 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
         return name or "unknown"
 
     def record(self, event: Event) -> None:
-        try:
-            item = self._log_event(event)
-        except Exception:  # an event the handler cannot read: count it, never raise
-            log.debug("cloudwatch: cannot send event %r", event, exc_info=True)
-            item = None
-        if item is None:
-            self._drop()
-        else:
-            self._offer(item)
+        self._accept(self._log_event, event)
 
     def _log_event(self, event: Event) -> _LogEvent | None:
         timestamp = int(event.timestamp * 1000)

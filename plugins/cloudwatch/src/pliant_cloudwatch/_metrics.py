@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -15,8 +14,6 @@ from pliant.metrics import MetricData, MetricHandler
 from pliant_cloudwatch._shipper import Shipper
 
 __all__ = ["DEFAULT_DIMENSIONS", "CloudWatchMetricHandler"]
-
-log = logging.getLogger("pliant_cloudwatch")
 
 #: The dimensions a value gets, when it has them: ``group`` is the metric's group, the
 #: others are tags pliant puts on every value.
@@ -159,15 +156,7 @@ class CloudWatchMetricHandler(Shipper[_Value], MetricHandler):
         return self._namespace
 
     def emit(self, metric_data: MetricData) -> None:
-        try:
-            item = self._value(metric_data)
-        except Exception:  # a value the handler cannot read: count it, never raise
-            log.debug("cloudwatch: cannot send metric %r", metric_data, exc_info=True)
-            item = None
-        if item is None:
-            self._drop()
-        else:
-            self._offer(item)
+        self._accept(self._value, metric_data)
 
     def _value(self, data: MetricData) -> _Value | None:
         """What to buffer for ``data``, or None if CloudWatch would refuse it."""

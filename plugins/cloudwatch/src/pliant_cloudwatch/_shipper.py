@@ -23,6 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from pliant_cloudwatch._aws import client_of, describe, is_transient
@@ -113,6 +114,19 @@ class Shipper(ABC, Generic[T]):
                     or self._buffered_bytes >= self._batch_bytes)
         if full and time.monotonic() >= self._quiet_until:
             self._wake.set()
+
+    def _accept(self, convert: Callable[[Any], T | None], raw: Any) -> None:
+        """Buffer ``convert(raw)``; count ``raw`` as dropped when it converts to None (the
+        service would refuse it) or cannot be read at all. Never raises."""
+        try:
+            item = convert(raw)
+        except Exception:
+            log.debug("cloudwatch: cannot send %r", raw, exc_info=True)
+            item = None
+        if item is None:
+            self._drop()
+        else:
+            self._offer(item)
 
     def _drop(self, count: int = 1) -> None:
         """Count items refused before they reached the buffer (invalid values)."""
