@@ -74,8 +74,8 @@ def decode(line: bytes) -> MetricData | Event:
 
 class RelayClient(MetricHandler, EventHandler):
     """A worker's handler for metrics and events alike: sends them to the agent's
-    :class:`Relay` at ``path``. Called from the dispatcher's thread only (and by
-    ``close()`` at exit); never raises."""
+    :class:`~pliant._delivery.relay.Relay` at ``path``. Called from the dispatcher's
+    thread only (and by ``close()`` at exit); never raises."""
 
     def __init__(self, path: str) -> None:
         self._path = path
