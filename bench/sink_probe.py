@@ -44,7 +44,7 @@ def percentile(values: list[int], q: float) -> float:
 
 def cost(kind: str) -> dict[str, object]:
     from pliant import events, metrics
-    from pliant._dispatch import dispatcher
+    from pliant._delivery.dispatcher import dispatcher
 
     clock = time.perf_counter_ns
     handlers = metrics.get_handlers if kind == "metric" else events.get_handlers
@@ -98,7 +98,7 @@ def cost(kind: str) -> dict[str, object]:
 
 def throughput(n: int) -> dict[str, object]:
     from pliant import metrics
-    from pliant._dispatch import dispatcher
+    from pliant._delivery.dispatcher import dispatcher
 
     put = metrics.put_metric
     group = os.environ.get("BENCH_GROUP", GROUP)

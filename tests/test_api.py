@@ -142,3 +142,23 @@ def test_public_names_are_reexported() -> None:
     for name in pliant.__all__:
         assert getattr(pliant, name) is not None
     assert pliant.PROJECT == "pliant"
+
+
+def test_handlers_given_to_the_agent_receive_the_workers_records() -> None:
+    mine, process = Recorder(), Recorder()
+    metrics.configure(process)  # the agent's own records still go to the process's
+    try:
+        spec = WorkerSpec(
+            local_world_size=2,
+            rdzv_handler=OneNodeHandler(34000),
+            entrypoint=sys.executable,
+            args=("-c", "from pliant import metrics; metrics.put_metric('w', 1, 'train')"),
+            max_restarts=0,
+        )
+        result = LocalElasticAgent(spec, metric_handlers=[mine], event_handlers=[]).run()
+    finally:
+        metrics.configure([])
+    assert not result.is_failed()
+    assert sorted(m.tags["rank"] for m in mine.metrics if m.name == "w") == ["0", "1"]
+    assert not any(m.name == "w" for m in process.metrics)
+    assert any(m.name == "workers" for m in process.metrics)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from pliant import events, metrics
-from pliant._relay import MAX_DATAGRAM, RELAY_ENV, Relay, RelayClient
+from pliant._delivery.relay import Relay
+from pliant._delivery.relay_client import MAX_DATAGRAM, RELAY_ENV, RelayClient
 from test_sinks import Collect
 
 # What a worker does: put values and record an event, the last ones right before exit.

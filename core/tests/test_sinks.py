@@ -70,7 +70,7 @@ def test_put_metric_returns_before_a_slow_handler_is_done() -> None:
 
 def test_values_are_tagged_with_where_they_come_from(sink: Collect,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from pliant import _dispatch
+    from pliant._delivery import context as _dispatch
 
     monkeypatch.setattr(_dispatch, "_context", None)
     for name, value in {"TORCHELASTIC_RUN_ID": "job7", "PLIANT_NODE": "n3", "ROLE_NAME": "trainer",
@@ -150,7 +150,7 @@ def test_expires_arms_and_disarms_and_is_a_no_op_unconfigured() -> None:
 
 
 def test_a_full_queue_drops_and_counts_but_flush_still_works() -> None:
-    from pliant._dispatch import Dispatcher
+    from pliant._delivery.dispatcher import Dispatcher
 
     gate = threading.Event()
     got: list[int] = []

@@ -7,11 +7,11 @@ for little more than this file.
 
 from __future__ import annotations
 
+from pliant._version import __version__
+
 # Not `from typing import TYPE_CHECKING`: every worker imports this package, and
 # typing alone costs milliseconds of start-up.
 TYPE_CHECKING = False
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from typing import Any

@@ -41,20 +41,20 @@ def pliant_timer_backends() -> Sequence[TimerBackend]:
 
 
 def _console(settings: Mapping[str, Any]) -> Any:
-    from pliant._debug_sinks import ConsoleMetricHandler
+    from pliant.metrics.console import ConsoleMetricHandler
 
     return ConsoleMetricHandler(settings)
 
 
 def _jsonl(settings: Mapping[str, Any]) -> Any:
-    from pliant._debug_sinks import JsonlEventHandler
+    from pliant.events.jsonl import JsonlEventHandler
 
     return JsonlEventHandler(settings)
 
 
 @hookimpl
 def pliant_metric_handlers() -> Sequence[MetricBackend]:
-    from pliant._debug_sinks import CONSOLE_SETTINGS
+    from pliant.metrics.console import CONSOLE_SETTINGS
 
     return [MetricBackend("console", _console, settings=CONSOLE_SETTINGS,
                           description="Prints every value on stderr, for debugging.")]
@@ -62,7 +62,7 @@ def pliant_metric_handlers() -> Sequence[MetricBackend]:
 
 @hookimpl
 def pliant_event_handlers() -> Sequence[EventBackend]:
-    from pliant._debug_sinks import JSONL_SETTINGS
+    from pliant.events.jsonl import JSONL_SETTINGS
 
     return [EventBackend("jsonl", _jsonl, settings=JSONL_SETTINGS,
                          description="Appends every event to a JSON-lines file, for debugging.")]

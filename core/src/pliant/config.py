@@ -10,7 +10,8 @@ From lowest to highest precedence:
 
 Each resolved value remembers its source, so an error (and ``pliant config``)
 can say exactly where a value came from. Plugin settings use the same
-:class:`~pliant.settings.Setting` schema and :func:`parse_plugin_conf`.
+:class:`~pliant.settings.Setting` schema and :func:`parse_plugin_conf`;
+:func:`handler_conf` splits ``metrics_conf``/``events_conf`` by handler.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pliant.settings import (
     parse_str,
 )
 
-__all__ = ["CORE_SETTINGS", "Config", "Value", "load", "parse_plugin_conf"]
+__all__ = ["CORE_SETTINGS", "Config", "Value", "handler_conf", "load", "parse_plugin_conf"]
 
 
 def _optional(parser: Any) -> Any:
@@ -312,3 +313,17 @@ def parse_plugin_conf(
             raise ConfigError(f"unknown setting {key!r} for {owner} (from {source}); {hint}")
         result[name] = _parse(by_name[name], raw, f"{source}, {owner} key {key!r}")
     return result
+
+
+def handler_conf(kind: str, names: Sequence[str], conf: Mapping[str, str], source: str,
+                 ) -> dict[str, dict[str, str]]:
+    """Split ``handler.key=value`` settings (``metrics_conf``, ``events_conf``) by handler,
+    refusing a key for a handler that is not selected."""
+    per: dict[str, dict[str, str]] = {name: {} for name in names}
+    for key, value in conf.items():
+        name, _, sub = key.partition(".")
+        if name not in per or not sub:
+            raise ConfigError(f"{kind}_conf key {key!r} (from {source}) must be HANDLER.KEY for a "
+                              f"selected {kind} handler; selected: {', '.join(names) or 'none'}")
+        per[name][sub] = value
+    return per

@@ -10,19 +10,26 @@ like a third-party plugin's.
 Selection answers an unknown name with what was asked for, where the request
 came from, the names available and the package to install; it refuses a name
 that two plugins provide, naming both distributions.
+
+:func:`handlers_from_env` is the one place metric and event handlers are built
+from a process's environment (``PLIANT_METRICS``, ``PLIANT_EVENTS``), for a
+process that did not configure its own.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable, Sequence
+import logging
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
-from pliant import __version__, hookspecs
-from pliant.config import parse_plugin_conf
+import pliant.hookspecs as hookspecs
+from pliant._version import __version__
+from pliant.config import handler_conf, parse_plugin_conf
 from pliant.errors import PliantError, PluginError
 from pliant.registrations import (
     EventBackend,
@@ -31,8 +38,11 @@ from pliant.registrations import (
     RendezvousBackend,
     TimerBackend,
 )
+from pliant.settings import parse_kv, parse_list
 
-__all__ = ["KINDS", "Kind", "PluginInfo", "PluginManager", "Selected"]
+__all__ = ["KINDS", "Kind", "PluginInfo", "PluginManager", "Selected", "handlers_from_env"]
+
+log = logging.getLogger("pliant.sinks")
 
 #: Where a backend name that is not installed can be found.
 _PACKAGE_FOR = {
@@ -307,3 +317,30 @@ class PluginManager:
             lines.append("Plugins that failed to load: "
                          + "; ".join(f"{i.label}: {i.error}" for i in others))
         return "\n".join(lines)
+
+
+def handlers_from_env(kind: str, environ: Mapping[str, str]) -> list[Any]:
+    """The ``kind`` ("metrics" or "events") handlers that ``PLIANT_<KIND>`` names, with
+    their settings from ``PLIANT_<KIND>_CONF``, built.
+
+    For a process that did not configure its own handlers, on its first record (a worker
+    of ``pliant run`` is given the relay to its agent instead, and never gets here). A
+    handler that cannot be built is reported once on stderr and none are used: the process
+    goes on without them rather than not at all.
+    """
+    var = f"PLIANT_{kind.upper()}"
+    names_text = environ.get(var, "").strip()
+    if not names_text:
+        return []
+    try:
+        names = parse_list(names_text)
+        conf_var = f"{var}_CONF"
+        source = f"env {conf_var}"
+        per = handler_conf(kind, names, parse_kv(environ.get(conf_var, "")), source)
+        manager = PluginManager()
+        return [manager.select(kind, name, f"env {var}", per[name], source).create()
+                for name in names]
+    except Exception as exc:
+        print(f"pliant: {kind} handlers from the environment not built: {exc}", file=sys.stderr)
+        log.debug("building %s handlers", kind, exc_info=True)
+        return []

@@ -9,6 +9,7 @@ fresh rendezvous point and fresh per-attempt log files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -24,8 +25,10 @@ from typing import Any, BinaryIO
 
 from pliant import events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
-from pliant._dispatch import set_context
-from pliant._relay import Relay
+from pliant._delivery import handlers as delivery
+from pliant._delivery.context import set_context
+from pliant._delivery.dispatcher import dispatcher
+from pliant._delivery.relay import Relay
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
@@ -86,6 +89,9 @@ class LocalElasticAgent:
     no exit barrier to wait at. ``timers`` are the timer servers to run
     (default: pliant's ``local`` one, so ``pliant.timer.expires`` works in the
     workers); a worker whose deadline passes is killed and counts as failed.
+    ``metric_handlers`` and ``event_handlers`` are where the workers' metrics and events go
+    (default: this process's handlers, as :func:`pliant.metrics.configure` and
+    :func:`pliant.events.configure` set them); the agent's own go to this process's.
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class LocalElasticAgent:
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
         timers: Sequence[TimerServer] | None = None,
+        metric_handlers: Sequence[metrics.MetricHandler] | None = None,
+        event_handlers: Sequence[events.EventHandler] | None = None,
     ) -> None:
         if start_method not in ("spawn", "forkserver", "fork"):
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
@@ -129,6 +137,11 @@ class LocalElasticAgent:
         self._timers = list(timers)
         self._timers_started: list[TimerServer] = []
         self._timer_env: dict[str, str] = {}
+        self._metric_handlers = None if metric_handlers is None else list(metric_handlers)
+        self._event_handlers = None if event_handlers is None else list(event_handlers)
+        if metric_handlers is not None or event_handlers is not None:
+            given = [*(metric_handlers or ()), *(event_handlers or ())]
+            dispatcher.handlers_of(lambda: given)  # closed at exit like the process's own
         self._relay: Relay | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
@@ -526,12 +539,22 @@ class LocalElasticAgent:
 
     def _start_relay(self) -> None:
         """When this agent has metric or event handlers, its workers' records come through
-        it to them (see :mod:`pliant._relay`)."""
-        metrics.get_handlers()  # builds those named in the environment, if none were set
-        if not (metrics._all_handlers() or events.get_handlers()):
+        it to them (see :mod:`pliant._delivery.relay`)."""
+        to_metrics, to_events = self._metric_handlers, self._event_handlers
+        if to_metrics is None:
+            metrics.get_handlers()  # builds those named in the environment, if none were set
+        if to_events is None:
+            events.get_handlers()
+        if not ((delivery.metric_handlers.all() if to_metrics is None else to_metrics)
+                or (delivery.event_handlers.all() if to_events is None else to_events)):
             return
         try:
-            relay = Relay()
+            # None: the process's handlers (metrics by group), the relay's default.
+            relay = Relay(
+                on_metric=None if to_metrics is None else functools.partial(
+                    delivery.metric_handlers.send, to=to_metrics),
+                on_event=None if to_events is None else functools.partial(
+                    delivery.event_handlers.send, to=to_events))
         except OSError as exc:
             log.warning("the workers' metrics and events will not reach the handlers: cannot "
                         "create a socket for them: %s", exc)

@@ -1,4 +1,4 @@
-"""Workers' metrics and events, relayed to the agent's handlers over a local socket.
+"""The worker's end of the relay, and what travels on it.
 
 A worker started by ``pliant run`` does not build the handlers itself: its records go, in
 batches, as datagrams on a Unix socket the agent listens on (``PLIANT_RELAY`` names it),
@@ -13,8 +13,8 @@ Both ends are pliant's background threads, never the training thread:
   adds each record to a batch, and sends the batch when it is full or when the
   dispatcher's queue is empty. What cannot be sent (the agent is gone, a record too large
   for a datagram) is counted in ``dropped`` and reported as ``pliant.dropped``;
-- in the agent, :class:`Relay` owns the socket and a thread ("pliant-relay") that blocks
-  in ``recv`` and queues each record for the agent's handlers.
+- in the agent, :class:`~pliant._delivery.relay.Relay` owns the socket and a thread
+  ("pliant-relay") that blocks in ``recv`` and hands each record on.
 
 Records are JSON, one per line: ``["m", timestamp, group, name, value, tags]`` for a
 metric, ``["e", name, source, timestamp, metadata]`` for an event.
@@ -25,16 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
-from typing import Any
 
-from pliant.events import Event, EventHandler, EventSource
-from pliant.metrics import MetricData, MetricHandler
+from pliant._delivery.dispatcher import dispatcher
+from pliant.events.types import Event, EventHandler, EventSource
+from pliant.metrics.types import MetricData, MetricHandler
 
-__all__ = ["RELAY_ENV", "Relay", "RelayClient"]
+__all__ = ["MAX_DATAGRAM", "RELAY_ENV", "RelayClient", "client_from_env", "decode"]
 
 log = logging.getLogger("pliant.sinks")
 
@@ -60,7 +58,8 @@ def _encode_event(event: Event) -> bytes:
                       default=str).encode()
 
 
-def _decode(line: bytes) -> MetricData | Event:
+def decode(line: bytes) -> MetricData | Event:
+    """One record as :class:`RelayClient` encoded it."""
     record = json.loads(line)
     kind = record[0]
     if kind == "m":
@@ -75,8 +74,8 @@ def _decode(line: bytes) -> MetricData | Event:
 
 class RelayClient(MetricHandler, EventHandler):
     """A worker's handler for metrics and events alike: sends them to the agent's
-    :class:`Relay` at ``path``. Called from the dispatcher's thread only (and by
-    ``close()`` at exit); never raises."""
+    :class:`~pliant._delivery.relay.Relay` at ``path``. Called from the dispatcher's
+    thread only (and by ``close()`` at exit); never raises."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -165,74 +164,6 @@ def client_from_env() -> RelayClient | None:
         return None
     with _client_lock:
         if _client is None:
-            from pliant._dispatch import dispatcher
-
             _client = RelayClient(path)
             dispatcher.when_idle(_client.send)
         return _client
-
-
-class Relay:
-    """The agent's end: a Unix datagram socket in a private directory, and the thread that
-    queues what arrives for the agent's handlers. :meth:`worker_env` is what a worker needs
-    to send to it."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="pliant-relay-")  # mode 0700: ours alone
-        self.path = os.path.join(self._dir, "sinks.sock")
-        if len(self.path.encode()) > 100:  # AF_UNIX paths are limited to 108 bytes
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = tempfile.mkdtemp(prefix="pliant-relay-", dir="/tmp")
-            self.path = os.path.join(self._dir, "sinks.sock")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        # Room for bursts from many workers while the thread waits for the GIL.
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        self._sock.bind(self.path)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="pliant-relay", daemon=True)
-
-    def worker_env(self) -> dict[str, str]:
-        return {RELAY_ENV: self.path}
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Queue what the workers sent before now, then stop and remove the socket. Call it
-        once the workers are gone: what they sent is in the socket, ahead of the stop."""
-        self._stopping = True
-        if self._thread.is_alive():
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
-                    wake.settimeout(timeout)
-                    wake.sendto(b"", self.path)  # after every datagram already queued
-            except OSError:
-                log.debug("relay: cannot wake the thread", exc_info=True)
-            self._thread.join(timeout)
-        self._sock.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def _run(self) -> None:
-        from pliant import events, metrics
-        from pliant._dispatch import dispatcher
-
-        while True:
-            try:
-                data = self._sock.recv(MAX_DATAGRAM + 4096)
-            except OSError:
-                return  # closed under us
-            if not data:
-                if self._stopping:
-                    return
-                continue
-            for line in data.split(b"\n"):
-                try:
-                    record: Any = _decode(line)
-                except Exception:  # never expected: count it as pliant.dropped
-                    dispatcher.dropped += 1
-                    log.debug("relay: cannot read %r", line[:200], exc_info=True)
-                    continue
-                if isinstance(record, MetricData):
-                    metrics._forward(record)
-                else:
-                    events._forward(record)

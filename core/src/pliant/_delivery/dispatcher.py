@@ -4,14 +4,10 @@
 bench figure l), no lock, no I/O. One daemon thread per process ("pliant-sinks") hands what
 is queued to the handlers, so a slow or dead sink (a network endpoint that times out) delays
 that thread, never training. When the queue is full, what does not fit is dropped and
-counted; the count is reported, with what the handlers say they dropped, as the metric
-``pliant.dropped``
-(group ``pliant``). At exit, what is still queued is delivered and each handler's
-``close()`` (or ``flush()``) is called, within a bound.
-
-Every record carries where it comes from (:func:`context`): the run id, the node, the
-role, the restart count and, in a worker, its rank, taken from the environment the agent
-gives its workers, or set by the agent for its own records.
+counted; the count, with what the handlers say they dropped, goes to the callback the
+metrics API registers (:meth:`Dispatcher.report_drops_with`), which puts it as the metric
+``pliant.dropped`` (group ``pliant``). At exit, what is still queued is delivered and each
+handler's ``close()`` (or ``flush()``) is called, within a bound.
 """
 
 from __future__ import annotations
@@ -19,14 +15,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CAPACITY", "Dispatcher", "context", "dispatcher", "set_context"]
+__all__ = ["CAPACITY", "Dispatcher", "dispatcher"]
 
 log = logging.getLogger("pliant.sinks")
 
@@ -44,37 +39,6 @@ EXIT_BOUND = 5.0
 
 Deliver = Callable[[Any], None]
 
-_context: dict[str, str] | None = None
-
-
-def context() -> dict[str, str]:
-    """Where records of this process come from: ``run_id``, ``node``, ``role``,
-    ``restart_count`` and, in a worker, ``rank`` (strings; what is unknown is left out)."""
-    global _context
-    if _context is None:
-        env = os.environ
-        found = {
-            "run_id": env.get("TORCHELASTIC_RUN_ID", ""),
-            "node": env.get("PLIANT_NODE", "") or socket.gethostname(),
-            "role": env.get("ROLE_NAME", ""),
-            "rank": env.get("RANK", ""),
-            "restart_count": env.get("TORCHELASTIC_RESTART_COUNT", ""),
-        }
-        _context = {k: v for k, v in found.items() if v}
-    return _context
-
-
-def set_context(**tags: str | int | None) -> None:
-    """Set (or, with None, remove) tags of this process's records: the agent's own."""
-    current = dict(context())
-    for key, value in tags.items():
-        if value is None or value == "":
-            current.pop(key, None)
-        else:
-            current[key] = str(value)
-    global _context
-    _context = current
-
 
 class Dispatcher:
     """A bounded queue and the thread that empties it into the handlers."""
@@ -89,6 +53,7 @@ class Dispatcher:
         self._pid = 0
         self._closers: list[Callable[[], list[Any]]] = []
         self._idle: list[Callable[[], None]] = []
+        self._report: Callable[[int], None] | None = None
         self._stopping = False
         #: Records dropped because the queue was full or a handler raised.
         self.dropped = 0
@@ -124,6 +89,11 @@ class Dispatcher:
     def handlers_of(self, closers: Callable[[], list[Any]]) -> None:
         """Register where to find handlers to flush and close at exit."""
         self._closers.append(closers)
+
+    def report_drops_with(self, report: Callable[[int], None]) -> None:
+        """Have ``report(total)`` called, on the thread, whenever the count of dropped records
+        changed (the metrics API puts it as ``pliant.dropped``)."""
+        self._report = report
 
     def when_idle(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the thread each time it has emptied the queue (a handler
@@ -205,11 +175,12 @@ class Dispatcher:
 
     def _report_dropped(self) -> None:
         dropped = self.total_dropped()
-        if dropped != self._reported:
+        if dropped != self._reported and self._report is not None:
             self._reported = dropped
-            from pliant.metrics import put_metric
-
-            put_metric("dropped", dropped, metric_group="pliant")
+            try:
+                self._report(dropped)
+            except Exception:
+                log.debug("reporting %d dropped records failed", dropped, exc_info=True)
 
     def close(self) -> None:
         """At exit: deliver what is left, report drops, flush and close every handler."""

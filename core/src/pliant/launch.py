@@ -1,0 +1,192 @@
+"""What ``pliant run`` launches: from a :class:`~pliant.config.Config` to a running agent.
+
+:func:`prepare` decides and builds everything a launch needs: how many workers
+(``nproc_per_node``, GPUs counted without importing torch), what each runs, the
+rendezvous backend and its parameters, the metric and event handlers and the timers
+(:func:`choices`, which ``pliant config`` shows too, unbuilt), the
+:class:`~pliant.agent.WorkerSpec` and the :class:`~pliant.agent.LocalElasticAgent`.
+:meth:`Launch.run` runs it and turns the result into the process's exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pliant import events, metrics
+from pliant._bootstrap import COMMAND as BOOTSTRAP
+from pliant._delivery.context import context, set_context
+from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
+from pliant.agent.report import exit_code, format_report, signal_exit_code
+from pliant.config import Config, handler_conf
+from pliant.errors import ConfigError, UsageError
+from pliant.plugins import PluginManager, Selected
+from pliant.rendezvous import RendezvousError, RendezvousParameters
+
+__all__ = ["Choice", "Launch", "choices", "prepare", "rendezvous_backend"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One backend a run uses, selected and validated, not yet built."""
+
+    kind: str  #: "rendezvous", "metrics", "events" or "timer"
+    table: str  #: the setting its own settings come from: "rdzv_conf", "metrics_conf", ...
+    prefix: str  #: what its keys start with there ("console." in metrics_conf), or ""
+    selected: Selected
+
+
+@dataclass
+class Launch:
+    """A prepared run: the spec, its agent, and what was built for them."""
+
+    run_id: str
+    script: str  #: as the user gave it, for the failure report
+    spec: WorkerSpec
+    agent: LocalElasticAgent
+
+    def run(self) -> int:
+        """Run the agent; the exit code for the process (a failure's report on stderr)."""
+        assert self.spec.rdzv_handler is not None
+        try:
+            result = self.agent.run()
+        except SignalException as exc:
+            return signal_exit_code(exc.sigval)
+        except RendezvousError as exc:
+            # The workers are stopped; a rendezvous failure is the job's failure, not a usage
+            # error.
+            print(f"pliant: rendezvous error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            self.spec.rdzv_handler.shutdown()
+        if result.is_failed():
+            print(format_report(result, os.path.basename(self.script), self.run_id),
+                  file=sys.stderr)
+            return exit_code(result.root_cause())
+        return 0
+
+
+def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginManager) -> Launch:
+    """Everything ``pliant run SCRIPT ARGS`` needs, built; no worker started yet. A mistake
+    in the configuration raises (ConfigError, UsageError, PluginError) before anything is.
+
+    The handlers built are also this process's (:func:`pliant.metrics.configure`): the
+    agent's own records, and the rendezvous handler's, go to them as the workers' do.
+    """
+    nproc = _nproc(cfg)
+    entrypoint, args = _entrypoint(cfg, script, script_args)
+    chosen = choices(cfg, pm)
+    built: dict[str, list[Any]] = {"metrics": [], "events": [], "timer": []}
+    for choice in chosen[1:]:
+        built[choice.kind].append(choice.selected.create())
+    metrics.configure(built["metrics"])
+    events.configure(built["events"])
+
+    backend = chosen[0].selected.registration.name
+    run_id = cfg["rdzv_id"]
+    if run_id == "none" and backend == "embedded":
+        run_id = os.urandom(6).hex()
+    set_context(run_id=run_id, role=cfg["role"], rank=None)  # the agent's own records' tags
+    min_nodes, max_nodes = cfg["nnodes"]
+    extra = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank") if cfg.is_set(k)}
+    params = RendezvousParameters(backend, cfg["rdzv_endpoint"], run_id, min_nodes, max_nodes,
+                                  cfg["local_addr"], **chosen[0].selected.settings, **extra)
+    spec = WorkerSpec(
+        role=cfg["role"],
+        local_world_size=nproc,
+        rdzv_handler=chosen[0].selected.create(params),
+        entrypoint=entrypoint,
+        args=tuple(args),
+        max_restarts=cfg["max_restarts"],
+        monitor_interval=cfg["monitor_interval"],
+        local_addr=cfg["local_addr"],
+        log_dir=cfg["log_dir"],
+        redirects=cfg["redirects"],
+        tee=cfg["tee"],
+        local_ranks_filter=frozenset(cfg["local_ranks_filter"]),
+        shutdown_timeout=cfg["shutdown_timeout"],
+    )
+    # The workers' records reach the handlers through the agent (its relay); they only need
+    # the node's name for their tags.
+    spec.env["PLIANT_NODE"] = context()["node"]
+    agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
+                              timers=built["timer"],  # the agent starts and stops them
+                              metric_handlers=built["metrics"], event_handlers=built["events"])
+    return Launch(run_id, script, spec, agent)
+
+
+def choices(cfg: Config, pm: PluginManager) -> list[Choice]:
+    """The rendezvous backend (first), the metric and event handlers and the timer that
+    ``cfg`` selects, their settings validated; none built."""
+    backend, source = rendezvous_backend(cfg)
+    chosen = [Choice("rendezvous", "rdzv_conf", "", pm.select(
+        "rendezvous", backend, source, cfg["rdzv_conf"], cfg.source("rdzv_conf")))]
+    for kind in ("metrics", "events"):
+        conf_source = cfg.source(f"{kind}_conf")
+        per = handler_conf(kind, cfg[kind], cfg[f"{kind}_conf"], conf_source)
+        chosen += [Choice(kind, f"{kind}_conf", f"{name}.", pm.select(
+                       kind, name, cfg.source(kind), per[name], conf_source))
+                   for name in cfg[kind]]
+    if cfg["timer"] is not None:
+        chosen.append(Choice("timer", "timer_conf", "", pm.select(
+            "timer", cfg["timer"], cfg.source("timer"), cfg["timer_conf"],
+            cfg.source("timer_conf"))))
+    elif cfg["timer_conf"]:
+        raise ConfigError(f"timer_conf (from {cfg.source('timer_conf')}) is set but no timer is "
+                          "selected; choose one with --timer NAME")
+    return chosen
+
+
+def rendezvous_backend(cfg: Config) -> tuple[str, str]:
+    """The rendezvous backend's name and where that choice came from."""
+    if cfg["standalone"]:
+        return "embedded", cfg.source("standalone")
+    explicit = cfg.is_set("rdzv_backend") or cfg.is_set("rdzv_endpoint")
+    if not explicit and cfg["nnodes"] == (1, 1):
+        return "embedded", "default for one node"
+    return cfg["rdzv_backend"], cfg.source("rdzv_backend")
+
+
+def _nproc(cfg: Config) -> int:
+    value = cfg["nproc_per_node"]
+    if isinstance(value, int):
+        return value
+    gpus = _gpu_count()
+    if value == "gpu" and gpus == 0:
+        raise ConfigError(f"nproc_per_node 'gpu' (from {cfg.source('nproc_per_node')}): no "
+                          "NVIDIA GPU is visible here; give a number or 'cpu'")
+    if value == "gpu" or (value == "auto" and gpus):
+        return gpus
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _gpu_count() -> int:
+    """Visible NVIDIA GPUs, read without importing torch: CUDA_VISIBLE_DEVICES, else the driver."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and not d.startswith("-")])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def _entrypoint(cfg: Config, script: str, args: Sequence[str]) -> tuple[str, list[str]]:
+    """The program and arguments each worker runs; refuses a missing script."""
+    if cfg["no_python"]:
+        if cfg["module"]:
+            raise ConfigError("-m/--module and --no-python cannot be combined: choose one")
+        if shutil.which(script) is None:
+            raise UsageError(f"program {script!r} (from the command line, with --no-python) was "
+                             "not found on PATH nor as an executable file; check the name")
+        return script, list(args)
+    if cfg["module"]:
+        return sys.executable, [*BOOTSTRAP, "module", script, *args]
+    if not os.path.isfile(script):
+        raise UsageError(f"training script {script!r} (from the command line) does not exist in "
+                         f"{os.getcwd()}; check the path, or pass -m for a module")
+    return sys.executable, [*BOOTSTRAP, "script", script, *args]
