@@ -103,7 +103,10 @@ def pliant(site: Path, tmp_path: Path) -> Pliant:
 
     def run(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 60) -> Result:
-        full_env = {**clean_env(), "PYTHONPATH": str(site), **(env or {})}
+        # The throwaway distributions first; then what this process was given (a checkout
+        # that is not the installed one puts its sources there).
+        path = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        full_env = {**clean_env(), "PYTHONPATH": os.pathsep.join(path), **(env or {})}
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pliant.cli", *args], cwd=cwd or tmp_path,
                               env=full_env, capture_output=True, text=True, timeout=timeout)
