@@ -32,7 +32,12 @@ from pliant_cloudwatch._logs import (
     CloudWatchEventHandler,
     check_stream_template,
 )
-from pliant_cloudwatch._metrics import DEFAULT_DIMENSIONS, CloudWatchMetricHandler
+from pliant_cloudwatch._metrics import (
+    DEFAULT_DIMENSIONS,
+    DEFAULT_NAMESPACE,
+    CloudWatchMetricHandler,
+)
+from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER
 
 __all__ = [
     "DEFAULT_DIMENSIONS",
@@ -133,9 +138,9 @@ _COMMON: tuple[Setting, ...] = (
     Setting("endpoint_url", _parse_endpoint, None,
             "Endpoint to send to instead of AWS's (an emulator, a VPC endpoint). Unset: "
             "AWS_ENDPOINT_URL_<SERVICE> or AWS_ENDPOINT_URL, else AWS's.", metavar="URL"),
-    Setting("flush_interval", _parse_seconds, 5.0,
+    Setting("flush_interval", _parse_seconds, FLUSH_INTERVAL,
             "Seconds between sends; a full batch is sent at once.", metavar="SECONDS"),
-    Setting("max_buffer", parse_int(minimum=1), 10_000,
+    Setting("max_buffer", parse_int(minimum=1), MAX_BUFFER,
             "Most items waiting to be sent; beyond it new ones are dropped and counted.",
             metavar="N"),
     Setting("max_attempts", parse_int(minimum=1, maximum=20), 3,
@@ -143,15 +148,15 @@ _COMMON: tuple[Setting, ...] = (
             metavar="N"),
     Setting("timeout", _parse_seconds, 5.0,
             "Seconds to connect, and again to read the answer, per attempt.", metavar="SECONDS"),
-    Setting("close_timeout", _parse_close_timeout, 5.0,
+    Setting("close_timeout", _parse_close_timeout, CLOSE_TIMEOUT,
             "Most seconds that sending what is left may take at exit; what is unsent then "
             "is dropped and counted.", metavar="SECONDS"),
 )
 
 #: The settings of the ``cloudwatch`` metric handler.
 METRIC_SETTINGS: tuple[Setting, ...] = (
-    Setting("namespace", _parse_namespace, "pliant", "CloudWatch namespace of every metric.",
-            metavar="NAMESPACE"),
+    Setting("namespace", _parse_namespace, DEFAULT_NAMESPACE,
+            "CloudWatch namespace of every metric.", metavar="NAMESPACE"),
     Setting("dimensions", _parse_dimensions, DEFAULT_DIMENSIONS,
             "Dimensions of each value, where it has them, separated by '+': group (the "
             "metric group) and tags (run_id, role, node, rank, restart_count).",
