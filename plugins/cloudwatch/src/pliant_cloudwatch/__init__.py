@@ -19,12 +19,18 @@ handler is built, so listing plugins stays instant.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pliant.hookspecs import hookimpl
-from pliant.registrations import EventBackend, MetricBackend
-from pliant.settings import Setting, parse_int, parse_str
+from pliant.plugin import (
+    EventBackend,
+    MetricBackend,
+    Setting,
+    Settings,
+    hookimpl,
+    parse_int,
+    parse_str,
+)
 
 from pliant_cloudwatch._logs import (
     DEFAULT_LOG_GROUP,
@@ -45,11 +51,15 @@ __all__ = [
     "DEFAULT_LOG_STREAM",
     "EVENT_SETTINGS",
     "METRIC_SETTINGS",
+    "PLUGIN_API",
     "CloudWatchEventHandler",
     "CloudWatchMetricHandler",
     "create_event_handler",
     "create_metric_handler",
 ]
+
+#: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
+PLUGIN_API = 1
 
 
 def _optional_str(value: Any) -> str | None:
@@ -175,13 +185,13 @@ EVENT_SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _defaults(settings: Sequence[Setting], given: Mapping[str, Any]) -> dict[str, Any]:
+def _defaults(settings: Sequence[Setting], given: Settings) -> dict[str, Any]:
     values = {s.name: s.default for s in settings}
     values.update(given)
     return values
 
 
-def create_metric_handler(settings: Mapping[str, Any]) -> CloudWatchMetricHandler:
+def create_metric_handler(settings: Settings) -> CloudWatchMetricHandler:
     """A metric handler from validated :data:`METRIC_SETTINGS` (missing keys: defaults).
 
     Raises :class:`~pliant.errors.ConfigError` without a region or credentials.
@@ -196,7 +206,7 @@ def create_metric_handler(settings: Mapping[str, Any]) -> CloudWatchMetricHandle
         close_timeout=conf["close_timeout"])
 
 
-def create_event_handler(settings: Mapping[str, Any]) -> CloudWatchEventHandler:
+def create_event_handler(settings: Settings) -> CloudWatchEventHandler:
     """An event handler from validated :data:`EVENT_SETTINGS` (missing keys: defaults).
 
     Raises :class:`~pliant.errors.ConfigError` without a region or credentials.

@@ -10,7 +10,7 @@ import time
 from enum import Enum
 from typing import Any, NamedTuple
 
-from pliant.events import Event, EventHandler
+from pliant.plugin import Event, EventHandler
 
 from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER, Shipper
 

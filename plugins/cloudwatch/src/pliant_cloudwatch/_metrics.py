@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from pliant.metrics import MetricData, MetricHandler
+from pliant.plugin import MetricData, MetricHandler
 
 from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER, Shipper
 
