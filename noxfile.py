@@ -25,8 +25,9 @@ def _python(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over everything."""
+    """ruff over everything, and core's imports: one way down its layers, no circle."""
     _python(session, "-m", "ruff", "check", ".")
+    _python(session, "tools/check_imports.py")
 
 
 @nox.session

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,25 @@ def test_plugin_that_fails_to_import_is_listed_as_failed_with_the_reason(make_di
         "import failed: ModuleNotFoundError: No module named 'pliant_missing_dependency'")
     assert plugins["broken"]["distribution"] == "pliant-broken"
     assert {plugins[name]["status"] for name in ("builtin", "null", "good")} == {"loaded"}
+
+
+def test_plugin_written_for_another_plugin_api_is_failed_with_a_clear_reason(
+        make_dist, pliant, script):
+    make_dist("pliant-future", "2.0", textwrap.dedent(metric_plugin("future")) + "PLUGIN_API = 2\n")
+    make_dist("pliant-good", "1.2.3", textwrap.dedent(GOOD) + "PLUGIN_API = 1\n")
+
+    plugins = listed(pliant("plugins", "--json"))
+
+    assert plugins["future"]["status"] == "failed"
+    assert plugins["future"]["error"] == (
+        "written for plugin API 2 (its PLUGIN_API), but pliant-core 0.1.0 speaks plugin API 1; "
+        "install a release of pliant-future made for pliant-core 0.1, or the pliant-core it was "
+        "made for")
+    assert plugins["good"]["status"] == "loaded"
+    result = pliant("run", "--metrics", "future", str(script))
+    assert_user_error(result, "metric handler 'future'", "written for plugin API 2")
+    table = pliant("plugins")
+    assert "future: failed: written for plugin API 2" in table.stdout
 
 
 @pytest.mark.parametrize("statement, reason", [

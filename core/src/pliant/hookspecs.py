@@ -25,11 +25,18 @@ from pliant.registrations import EventBackend, MetricBackend, RendezvousBackend,
 
 #: The one name shared by the pluggy project, the entry-point group and the hook prefix.
 PROJECT = "pliant"
+#: The version of the contract between pliant-core and its plugins: these hooks, the
+#: registrations, the settings and the interfaces :mod:`pliant.plugin` exports. A plugin
+#: module says which one it was written for with a module-level ``PLUGIN_API = 1``; pliant
+#: refuses to load a plugin that declares another (``pliant plugins`` shows why). It
+#: changes only with a release of pliant-core that breaks plugins, and never within a
+#: minor series, which is why plugins pin ``pliant-core>=X.Y,<X.Y+1``.
+PLUGIN_API = 1
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+__all__ = ["PLUGIN_API", "PROJECT", "hookimpl", "hookspec"]
 
 
 @hookspec

@@ -127,6 +127,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _api_mismatch(declared: object, info: PluginInfo) -> str:
+    series = ".".join(__version__.split(".")[:2])
+    return (f"written for plugin API {declared!r} (its PLUGIN_API), but pliant-core {__version__} "
+            f"speaks plugin API {hookspecs.PLUGIN_API}; install a release of {info.distribution} "
+            f"made for pliant-core {series}, or the pliant-core it was made for")
+
+
 class PluginManager:
     """Loads the plugins once and answers which backends exist and which one to use.
 
@@ -197,6 +204,10 @@ class PluginManager:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             info.status, info.error = "failed", f"import failed: {_describe(exc)}"
+            return
+        declared = getattr(module, "PLUGIN_API", hookspecs.PLUGIN_API)
+        if declared != hookspecs.PLUGIN_API:
+            info.status, info.error = "failed", _api_mismatch(declared, info)
             return
         self._register(module, info)
 

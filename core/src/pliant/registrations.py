@@ -9,27 +9,58 @@ boto3, an etcd client) inside the factory, and ``pliant plugins`` stays fast.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pliant.settings import Setting
 
-__all__ = ["EventBackend", "MetricBackend", "Registration", "RendezvousBackend", "TimerBackend"]
+if TYPE_CHECKING:
+    from pliant.events.types import EventHandler
+    from pliant.metrics.types import MetricHandler
+    from pliant.rendezvous.api import RendezvousHandler, RendezvousParameters
+    from pliant.timer.types import TimerServer
+
+__all__ = [
+    "EventBackend",
+    "EventFactory",
+    "MetricBackend",
+    "MetricFactory",
+    "Registration",
+    "RendezvousBackend",
+    "RendezvousFactory",
+    "Settings",
+    "TimerBackend",
+    "TimerFactory",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
+#: What a factory receives: one parsed value per declared :class:`~pliant.settings.Setting`
+#: (the user's, else the setting's default), by setting name.
+Settings = Mapping[str, Any]
+#: Builds a rendezvous handler for one job from torch's parameters and the parsed settings.
+RendezvousFactory = Callable[["RendezvousParameters", Settings], "RendezvousHandler"]
+#: Builds a metric handler from its parsed settings.
+MetricFactory = Callable[[Settings], "MetricHandler"]
+#: Builds an event handler from its parsed settings.
+EventFactory = Callable[[Settings], "EventHandler"]
+#: Builds a timer server from its parsed settings.
+TimerFactory = Callable[[Settings], "TimerServer"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @dataclass(frozen=True)
-class Registration:
+class Registration(Generic[F]):
     """A named backend: ``factory`` builds it, ``settings`` is what it accepts.
 
-    The factory receives the settings already validated and parsed: a dict with
-    one entry per declared :class:`~pliant.settings.Setting`.
+    The factory receives the settings already validated and parsed (:data:`Settings`);
+    each kind's registration says what else it receives and what it returns.
     """
 
     name: str
-    factory: Callable[..., Any]
+    factory: F
     settings: tuple[Setting, ...] = ()
     description: str = ""
 
@@ -46,10 +77,11 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class RendezvousBackend(Registration):
-    """``factory(params: RendezvousParameters) -> RendezvousHandler``.
+class RendezvousBackend(Registration[RendezvousFactory]):
+    """``factory(params: RendezvousParameters, settings: Settings) -> RendezvousHandler``.
 
-    ``params.config`` holds the validated ``--rdzv-conf`` settings. ``serve``,
+    ``settings`` holds the parsed ``--rdzv-conf`` settings; ``params`` is the job
+    (backend, endpoint, run id, min and max nodes, local address). ``serve``,
     when given, runs the backend's store in the foreground (``serve(host, port)``)
     for ``pliant store``: a coordination point outside every training node.
     """
@@ -60,21 +92,21 @@ class RendezvousBackend(Registration):
 
 
 @dataclass(frozen=True)
-class MetricBackend(Registration):
-    """``factory(settings: dict) -> pliant.metrics.MetricHandler``."""
+class MetricBackend(Registration[MetricFactory]):
+    """``factory(settings: Settings) -> pliant.metrics.MetricHandler``."""
 
     kind: ClassVar[str] = "metric handler"
 
 
 @dataclass(frozen=True)
-class EventBackend(Registration):
-    """``factory(settings: dict) -> pliant.events.EventHandler``."""
+class EventBackend(Registration[EventFactory]):
+    """``factory(settings: Settings) -> pliant.events.EventHandler``."""
 
     kind: ClassVar[str] = "event handler"
 
 
 @dataclass(frozen=True)
-class TimerBackend(Registration):
-    """``factory(settings: dict) -> pliant.timer.TimerServer``."""
+class TimerBackend(Registration[TimerFactory]):
+    """``factory(settings: Settings) -> pliant.timer.TimerServer``."""
 
     kind: ClassVar[str] = "timer backend"

@@ -24,7 +24,7 @@ import os
 import sys
 from select import PIPE_BUF
 
-from pliant.timer import TIMER_FILE_ENV, ExpiredTimer, TimerClient, TimerServer
+from pliant.timer.types import TIMER_FILE_ENV, ExpiredTimer, TimerClient, TimerServer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

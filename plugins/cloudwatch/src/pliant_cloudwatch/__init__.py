@@ -19,12 +19,18 @@ handler is built, so listing plugins stays instant.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pliant.hookspecs import hookimpl
-from pliant.registrations import EventBackend, MetricBackend
-from pliant.settings import Setting, parse_int, parse_str
+from pliant.plugin import (
+    EventBackend,
+    MetricBackend,
+    Setting,
+    Settings,
+    hookimpl,
+    parse_int,
+    parse_str,
+)
 
 from pliant_cloudwatch._logs import (
     DEFAULT_LOG_GROUP,
@@ -32,7 +38,12 @@ from pliant_cloudwatch._logs import (
     CloudWatchEventHandler,
     check_stream_template,
 )
-from pliant_cloudwatch._metrics import DEFAULT_DIMENSIONS, CloudWatchMetricHandler
+from pliant_cloudwatch._metrics import (
+    DEFAULT_DIMENSIONS,
+    DEFAULT_NAMESPACE,
+    CloudWatchMetricHandler,
+)
+from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER
 
 __all__ = [
     "DEFAULT_DIMENSIONS",
@@ -40,11 +51,15 @@ __all__ = [
     "DEFAULT_LOG_STREAM",
     "EVENT_SETTINGS",
     "METRIC_SETTINGS",
+    "PLUGIN_API",
     "CloudWatchEventHandler",
     "CloudWatchMetricHandler",
     "create_event_handler",
     "create_metric_handler",
 ]
+
+#: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
+PLUGIN_API = 1
 
 
 def _optional_str(value: Any) -> str | None:
@@ -133,9 +148,9 @@ _COMMON: tuple[Setting, ...] = (
     Setting("endpoint_url", _parse_endpoint, None,
             "Endpoint to send to instead of AWS's (an emulator, a VPC endpoint). Unset: "
             "AWS_ENDPOINT_URL_<SERVICE> or AWS_ENDPOINT_URL, else AWS's.", metavar="URL"),
-    Setting("flush_interval", _parse_seconds, 5.0,
+    Setting("flush_interval", _parse_seconds, FLUSH_INTERVAL,
             "Seconds between sends; a full batch is sent at once.", metavar="SECONDS"),
-    Setting("max_buffer", parse_int(minimum=1), 10_000,
+    Setting("max_buffer", parse_int(minimum=1), MAX_BUFFER,
             "Most items waiting to be sent; beyond it new ones are dropped and counted.",
             metavar="N"),
     Setting("max_attempts", parse_int(minimum=1, maximum=20), 3,
@@ -143,15 +158,15 @@ _COMMON: tuple[Setting, ...] = (
             metavar="N"),
     Setting("timeout", _parse_seconds, 5.0,
             "Seconds to connect, and again to read the answer, per attempt.", metavar="SECONDS"),
-    Setting("close_timeout", _parse_close_timeout, 5.0,
+    Setting("close_timeout", _parse_close_timeout, CLOSE_TIMEOUT,
             "Most seconds that sending what is left may take at exit; what is unsent then "
             "is dropped and counted.", metavar="SECONDS"),
 )
 
 #: The settings of the ``cloudwatch`` metric handler.
 METRIC_SETTINGS: tuple[Setting, ...] = (
-    Setting("namespace", _parse_namespace, "pliant", "CloudWatch namespace of every metric.",
-            metavar="NAMESPACE"),
+    Setting("namespace", _parse_namespace, DEFAULT_NAMESPACE,
+            "CloudWatch namespace of every metric.", metavar="NAMESPACE"),
     Setting("dimensions", _parse_dimensions, DEFAULT_DIMENSIONS,
             "Dimensions of each value, where it has them, separated by '+': group (the "
             "metric group) and tags (run_id, role, node, rank, restart_count).",
@@ -170,13 +185,13 @@ EVENT_SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _defaults(settings: Sequence[Setting], given: Mapping[str, Any]) -> dict[str, Any]:
+def _defaults(settings: Sequence[Setting], given: Settings) -> dict[str, Any]:
     values = {s.name: s.default for s in settings}
     values.update(given)
     return values
 
 
-def create_metric_handler(settings: Mapping[str, Any]) -> CloudWatchMetricHandler:
+def create_metric_handler(settings: Settings) -> CloudWatchMetricHandler:
     """A metric handler from validated :data:`METRIC_SETTINGS` (missing keys: defaults).
 
     Raises :class:`~pliant.errors.ConfigError` without a region or credentials.
@@ -191,7 +206,7 @@ def create_metric_handler(settings: Mapping[str, Any]) -> CloudWatchMetricHandle
         close_timeout=conf["close_timeout"])
 
 
-def create_event_handler(settings: Mapping[str, Any]) -> CloudWatchEventHandler:
+def create_event_handler(settings: Settings) -> CloudWatchEventHandler:
     """An event handler from validated :data:`EVENT_SETTINGS` (missing keys: defaults).
 
     Raises :class:`~pliant.errors.ConfigError` without a region or credentials.

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pliant.errors import ConfigError
+from pliant.plugin import ConfigError
 
 __all__ = ["LazyClient", "client_of", "describe", "is_transient", "make_client"]
 

@@ -10,9 +10,9 @@ import time
 from enum import Enum
 from typing import Any, NamedTuple
 
-from pliant.events import Event, EventHandler
+from pliant.plugin import Event, EventHandler
 
-from pliant_cloudwatch._shipper import Shipper
+from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER, Shipper
 
 __all__ = ["DEFAULT_LOG_GROUP", "DEFAULT_LOG_STREAM", "CloudWatchEventHandler",
            "check_stream_template"]
@@ -100,9 +100,9 @@ class CloudWatchEventHandler(Shipper[_LogEvent], EventHandler):
         *,
         log_group: str = DEFAULT_LOG_GROUP,
         log_stream: str = DEFAULT_LOG_STREAM,
-        flush_interval: float = 5.0,
-        max_buffer: int = 10_000,
-        close_timeout: float = 5.0,
+        flush_interval: float = FLUSH_INTERVAL,
+        max_buffer: int = MAX_BUFFER,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self._log_group = log_group
         self._log_stream = check_stream_template(log_stream)

@@ -9,15 +9,17 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from pliant.metrics import MetricData, MetricHandler
+from pliant.plugin import MetricData, MetricHandler
 
-from pliant_cloudwatch._shipper import Shipper
+from pliant_cloudwatch._shipper import CLOSE_TIMEOUT, FLUSH_INTERVAL, MAX_BUFFER, Shipper
 
-__all__ = ["DEFAULT_DIMENSIONS", "CloudWatchMetricHandler"]
+__all__ = ["DEFAULT_DIMENSIONS", "DEFAULT_NAMESPACE", "CloudWatchMetricHandler"]
 
 #: The dimensions a value gets, when it has them: ``group`` is the metric's group, the
 #: others are tags pliant puts on every value.
 DEFAULT_DIMENSIONS = ("group", "run_id", "role", "node", "rank")
+#: The CloudWatch namespace of every metric, unless ``namespace`` says otherwise.
+DEFAULT_NAMESPACE = "pliant"
 
 # PutMetricData's limits: 1,000 datums per request, 150 distinct values in a datum's
 # Values, 1 MB per HTTP POST, 30 dimensions, names up to 255 characters, dimension values
@@ -132,11 +134,11 @@ class CloudWatchMetricHandler(Shipper[_Value], MetricHandler):
         self,
         client: Any,
         *,
-        namespace: str = "pliant",
+        namespace: str = DEFAULT_NAMESPACE,
         dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
-        flush_interval: float = 5.0,
-        max_buffer: int = 10_000,
-        close_timeout: float = 5.0,
+        flush_interval: float = FLUSH_INTERVAL,
+        max_buffer: int = MAX_BUFFER,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         if len(dimensions) > _MAX_DIMENSIONS:
             raise ValueError(f"at most {_MAX_DIMENSIONS} dimensions, not {len(dimensions)}")

@@ -28,9 +28,18 @@ from typing import Any, Generic, TypeVar
 
 from pliant_cloudwatch._aws import client_of, describe, is_transient
 
-__all__ = ["Shipper"]
+__all__ = ["CLOSE_TIMEOUT", "FLUSH_INTERVAL", "MAX_BUFFER", "Shipper"]
 
 log = logging.getLogger("pliant_cloudwatch")
+
+# The defaults of both handlers, and of their settings (``flush_interval``, ``max_buffer``,
+# ``close_timeout``): written here only.
+#: Seconds between sends; a full batch goes at once.
+FLUSH_INTERVAL = 5.0
+#: Most items waiting to be sent; beyond it new ones are dropped and counted.
+MAX_BUFFER = 10_000
+#: Most seconds that sending what is left may take at exit.
+CLOSE_TIMEOUT = 5.0
 
 T = TypeVar("T")
 

@@ -8,20 +8,32 @@ make it a plugin:
    which points pliant at this module;
 2. the ``@hookimpl`` functions below, each returning typed registrations
    whose factories build a handler only when a user selects it.
+
+It imports pliant only from :mod:`pliant.plugin`, the plugin author's surface, and says
+which version of that contract it is written for in ``PLUGIN_API``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from pliant.events import Event, EventHandler
-from pliant.hookspecs import hookimpl
-from pliant.metrics import MetricData, MetricHandler
-from pliant.registrations import EventBackend, MetricBackend, TimerBackend
-from pliant.timer import TimerServer
+from pliant.plugin import (
+    Event,
+    EventBackend,
+    EventHandler,
+    MetricBackend,
+    MetricData,
+    MetricHandler,
+    Settings,
+    TimerBackend,
+    TimerServer,
+    hookimpl,
+)
 
-__all__ = ["NullEventHandler", "NullMetricHandler", "NullTimerServer"]
+__all__ = ["PLUGIN_API", "NullEventHandler", "NullMetricHandler", "NullTimerServer"]
+
+#: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
+PLUGIN_API = 1
 
 
 class NullMetricHandler(MetricHandler):
@@ -48,15 +60,15 @@ class NullTimerServer(TimerServer):
         pass
 
 
-def _null_metrics(settings: Mapping[str, Any]) -> NullMetricHandler:
+def _null_metrics(settings: Settings) -> NullMetricHandler:
     return NullMetricHandler()
 
 
-def _null_events(settings: Mapping[str, Any]) -> NullEventHandler:
+def _null_events(settings: Settings) -> NullEventHandler:
     return NullEventHandler()
 
 
-def _null_timer(settings: Mapping[str, Any]) -> NullTimerServer:
+def _null_timer(settings: Settings) -> NullTimerServer:
     return NullTimerServer()
 
 

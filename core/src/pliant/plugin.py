@@ -1,0 +1,184 @@
+"""Everything a plugin author imports from pliant-core, in one place.
+
+A plugin (``pliant-c10d``, ``pliant-etcd``, ``pliant-cloudwatch``, ``pliant-null``, yours)
+imports pliant only from here; what is not exported here is pliant-core's own business
+and may change in any release. This surface is versioned as a whole by
+:data:`PLUGIN_API`: a plugin module says which version it was written for with a
+module-level ``PLUGIN_API = 1``, and pliant refuses to load one that declares another.
+
+What is here, by use:
+
+* **registering**: :data:`hookimpl`, the registrations :class:`RendezvousBackend`,
+  :class:`MetricBackend`, :class:`EventBackend`, :class:`TimerBackend` and their factory
+  types (:data:`RendezvousFactory`, ...);
+* **settings**: :class:`Setting`, the parsers (``parse_int``, ``parse_str``, ...) and
+  :data:`Settings`, what a factory receives;
+* **errors**: :class:`ConfigError`, :class:`UsageError`, :class:`PluginError` and the
+  rendezvous errors (:class:`RendezvousConnectionError`, ...);
+* **handler bases**: :class:`MetricHandler` (and :class:`MetricData`),
+  :class:`EventHandler` (and :class:`Event`, :class:`EventSource`), :class:`TimerServer`
+  (and :class:`ExpiredTimer`), :class:`RendezvousHandler`;
+* **a rendezvous on your store**: :class:`RendezvousStore` (what a store implements),
+  :class:`ElasticRendezvousHandler` (the protocol, written once), :data:`ELASTIC_SETTINGS`,
+  :class:`Timeouts`, :class:`RendezvousParameters`, :class:`RendezvousInfo`, :class:`RoundEnd`,
+  and :func:`free_port`, :func:`split_endpoint`;
+* **conformance kits** (they import pytest: use them from your tests only):
+  :class:`RendezvousStoreTests`, :class:`RendezvousHandlerTests` and
+  :class:`MemoryRendezvousStore`, an in-memory store to try a handler on.
+
+Names load on first use, so importing this module costs next to nothing: a plugin that
+registers a metric handler does not import the rendezvous protocol.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing's: every plugin imports this module when listed
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pliant.errors import ConfigError, PliantError, PluginError, UsageError
+    from pliant.events.types import Event, EventHandler, EventMetadataValue, EventSource
+    from pliant.hookspecs import PLUGIN_API, PROJECT, hookimpl
+    from pliant.metrics.types import MetricData, MetricHandler
+    from pliant.registrations import (
+        EventBackend,
+        EventFactory,
+        MetricBackend,
+        MetricFactory,
+        Registration,
+        RendezvousBackend,
+        RendezvousFactory,
+        Settings,
+        TimerBackend,
+        TimerFactory,
+    )
+    from pliant.rendezvous.api import (
+        RendezvousClosedError,
+        RendezvousConnectionError,
+        RendezvousError,
+        RendezvousGracefulExitError,
+        RendezvousHandler,
+        RendezvousInfo,
+        RendezvousParameters,
+        RendezvousStateError,
+        RendezvousTimeoutError,
+        RoundEnd,
+    )
+    from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
+    from pliant.rendezvous.net import free_port, split_endpoint
+    from pliant.rendezvous.store import RendezvousStore
+    from pliant.settings import (
+        Setting,
+        parse_bool,
+        parse_choice,
+        parse_float,
+        parse_int,
+        parse_kv,
+        parse_list,
+        parse_port,
+        parse_str,
+    )
+    from pliant.testing.memory import MemoryRendezvousStore
+    from pliant.testing.rendezvous import (
+        MakeHandler,
+        RendezvousHandlerTests,
+        RendezvousStoreTests,
+    )
+    from pliant.timer.types import ExpiredTimer, TimerServer
+
+_SOURCES: dict[str, tuple[str, ...]] = {
+    "pliant.errors": ("ConfigError", "PliantError", "PluginError", "UsageError"),
+    "pliant.events.types": ("Event", "EventHandler", "EventMetadataValue", "EventSource"),
+    "pliant.hookspecs": ("PLUGIN_API", "PROJECT", "hookimpl"),
+    "pliant.metrics.types": ("MetricData", "MetricHandler"),
+    "pliant.registrations": ("EventBackend", "EventFactory", "MetricBackend", "MetricFactory",
+                             "Registration", "RendezvousBackend", "RendezvousFactory",
+                             "Settings", "TimerBackend", "TimerFactory"),
+    "pliant.rendezvous.api": ("RendezvousClosedError", "RendezvousConnectionError",
+                              "RendezvousError", "RendezvousGracefulExitError",
+                              "RendezvousHandler", "RendezvousInfo", "RendezvousParameters",
+                              "RendezvousStateError", "RendezvousTimeoutError", "RoundEnd"),
+    "pliant.rendezvous.elastic": ("ELASTIC_SETTINGS", "ElasticRendezvousHandler", "Timeouts"),
+    "pliant.rendezvous.net": ("free_port", "split_endpoint"),
+    "pliant.rendezvous.store": ("RendezvousStore",),
+    "pliant.settings": ("Setting", "parse_bool", "parse_choice", "parse_float", "parse_int",
+                        "parse_kv", "parse_list", "parse_port", "parse_str"),
+    "pliant.testing.memory": ("MemoryRendezvousStore",),
+    "pliant.testing.rendezvous": ("MakeHandler", "RendezvousHandlerTests",
+                                  "RendezvousStoreTests"),
+    "pliant.timer.types": ("ExpiredTimer", "TimerServer"),
+}
+_LAZY = {name: module for module, names in _SOURCES.items() for name in names}
+
+__all__ = [
+    "ELASTIC_SETTINGS",
+    "PLUGIN_API",
+    "PROJECT",
+    "ConfigError",
+    "ElasticRendezvousHandler",
+    "Event",
+    "EventBackend",
+    "EventFactory",
+    "EventHandler",
+    "EventMetadataValue",
+    "EventSource",
+    "ExpiredTimer",
+    "MakeHandler",
+    "MemoryRendezvousStore",
+    "MetricBackend",
+    "MetricData",
+    "MetricFactory",
+    "MetricHandler",
+    "PliantError",
+    "PluginError",
+    "Registration",
+    "RendezvousBackend",
+    "RendezvousClosedError",
+    "RendezvousConnectionError",
+    "RendezvousError",
+    "RendezvousFactory",
+    "RendezvousGracefulExitError",
+    "RendezvousHandler",
+    "RendezvousHandlerTests",
+    "RendezvousInfo",
+    "RendezvousParameters",
+    "RendezvousStateError",
+    "RendezvousStore",
+    "RendezvousStoreTests",
+    "RendezvousTimeoutError",
+    "RoundEnd",
+    "Setting",
+    "Settings",
+    "Timeouts",
+    "TimerBackend",
+    "TimerFactory",
+    "TimerServer",
+    "UsageError",
+    "free_port",
+    "hookimpl",
+    "parse_bool",
+    "parse_choice",
+    "parse_float",
+    "parse_int",
+    "parse_kv",
+    "parse_list",
+    "parse_port",
+    "parse_str",
+    "split_endpoint",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pliant.plugin' has no attribute {name!r}; a plugin "
+                             f"imports only what this module exports: {', '.join(__all__)}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
