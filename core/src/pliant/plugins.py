@@ -60,7 +60,7 @@ class Kind:
 
     key: str
     hook: str
-    type: type[Registration]
+    type: type[Registration[Any]]
 
     @property
     def label(self) -> str:
@@ -107,7 +107,7 @@ class PluginInfo:
 class Selected:
     """A backend chosen by name, with its validated settings, ready to build."""
 
-    registration: Registration
+    registration: Registration[Any]
     plugin: PluginInfo
     settings: dict[str, Any]
 
@@ -156,7 +156,7 @@ class PluginManager:
         self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
         self._by_plugin: dict[int, PluginInfo] = {}
-        self._cache: dict[str, dict[str, list[tuple[Registration, PluginInfo]]]] = {}
+        self._cache: dict[str, dict[str, list[tuple[Registration[Any], PluginInfo]]]] = {}
         self.no_plugins = no_plugins
         self.disabled_by = disabled_by
 
@@ -238,15 +238,15 @@ class PluginManager:
             self.registrations(kind)
         return list(self._infos.values())
 
-    def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration, PluginInfo]]]:
+    def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
         """Every backend of one kind, by name, with the plugin(s) providing it."""
         self._scan()
         return self._collect(kind)
 
-    def _collect(self, kind: Kind) -> dict[str, list[tuple[Registration, PluginInfo]]]:
+    def _collect(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
         if kind.key in self._cache:
             return self._cache[kind.key]
-        found: dict[str, list[tuple[Registration, PluginInfo]]] = {}
+        found: dict[str, list[tuple[Registration[Any], PluginInfo]]] = {}
         hook = getattr(self._pm.hook, kind.hook)
         for impl in hook.get_hookimpls():  # registration order: pliant-core first
             info = self._by_plugin[id(impl.plugin)]
