@@ -36,6 +36,8 @@ from pliant.agent.api import (
 )
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
+from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
+from pliant.defaults import START_METHOD, START_METHODS
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
@@ -51,8 +53,6 @@ from pliant.timer import ExpiredTimer, TimerServer
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
 
 log = logging.getLogger("pliant.agent")
-
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 class SignalException(Exception):
@@ -91,13 +91,13 @@ class LocalElasticAgent:
     def __init__(
         self,
         spec: WorkerSpec,
-        start_method: str = "spawn",
+        start_method: str = START_METHOD,
         exit_barrier_timeout: float = 300.0,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
         timers: Sequence[TimerServer] | None = None,
     ) -> None:
-        if start_method not in ("spawn", "forkserver", "fork"):
+        if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
         if start_method == "fork" and callable(spec.entrypoint):
             # Programs and scripts ignore the start method, as under torchrun.
