@@ -36,6 +36,7 @@ from pliant.agent.api import (
 )
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
+from pliant.agent.timers import AgentTimers, Expiry, iso
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
 from pliant.defaults import START_METHOD, START_METHODS
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
@@ -48,7 +49,7 @@ from pliant.rendezvous.api import (
     RendezvousInfo,
     RoundEnd,
 )
-from pliant.timer import ExpiredTimer, TimerServer
+from pliant.timer import TimerServer
 
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
 
@@ -73,7 +74,7 @@ class _Attempt:
     routes: list[StreamRoute] = field(default_factory=list)
     failures: dict[int, ProcessFailure] = field(default_factory=dict)
     stopping: bool = False
-    expired: dict[int, ExpiredTimer] = field(default_factory=dict)  # killed by a timer
+    expired: dict[int, Expiry] = field(default_factory=dict)  # killed by a timer
 
 
 class LocalElasticAgent:
@@ -83,9 +84,9 @@ class LocalElasticAgent:
     every worker exited 0, failed when a worker failed and no restart is left.
     A handled signal stops the workers and raises :class:`SignalException`.
     ``exit_barrier_timeout`` is accepted for torch compatibility; one node has
-    no exit barrier to wait at. ``timers`` are the timer servers to run
-    (default: pliant's ``local`` one, so ``pliant.timer.expires`` works in the
-    workers); a worker whose deadline passes is killed and counts as failed.
+    no exit barrier to wait at. ``timers`` are the timer servers to run (see
+    :class:`~pliant.agent.timers.AgentTimers`); a worker whose deadline passes
+    is killed and counts as failed.
     """
 
     def __init__(
@@ -122,13 +123,7 @@ class LocalElasticAgent:
         self._wake_r, self._wake_w = -1, -1
         self._notified = False
         self._in_rendezvous = False
-        if timers is None:
-            from pliant.timer.fifo import LocalTimerServer
-
-            timers = [LocalTimerServer()]
-        self._timers = list(timers)
-        self._timers_started: list[TimerServer] = []
-        self._timer_env: dict[str, str] = {}
+        self._timers = AgentTimers(timers)
         self._relay: Relay | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
@@ -155,7 +150,7 @@ class LocalElasticAgent:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
-            self._start_timers()
+            self._timers.start(self._selector)
             self._start_relay()
             with self._signals_handled():
                 result = self._invoke_run()
@@ -165,7 +160,7 @@ class LocalElasticAgent:
         finally:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
-            self._stop_timers()
+            self._timers.stop()
             self._stop_relay()
             self._selector.close()
             # What this run recorded has reached the handlers when run() returns.
@@ -316,7 +311,7 @@ class LocalElasticAgent:
             ERROR_FILE_ENV: os.path.join(attempt_dir, "error.json"),
             "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
         })
-        env.update(self._timer_env)
+        env.update(self._timers.worker_env)
         if self._relay is not None:
             env.update(self._relay.worker_env())
         env.update(spec.env)
@@ -420,7 +415,7 @@ class LocalElasticAgent:
         assert self._selector is not None
         exited = []
         readable_timers = []
-        for key, _ in self._selector.select(self._until_deadline(timeout)):
+        for key, _ in self._selector.select(self._timers.timeout(timeout)):
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
@@ -431,9 +426,31 @@ class LocalElasticAgent:
             else:
                 self._selector.unregister(key.fd)
                 exited.append(key.data)
-        if self._timers_started:
-            self._check_timers(readable_timers)
+        self._on_timers(readable_timers)
         return exited
+
+    def _on_timers(self, readable: list[TimerServer]) -> None:
+        """Kill each worker whose deadline passed (its whole process group); its exit is
+        then an ordinary failure. While the workers stop there is nothing to act on."""
+        attempt = self._attempt
+        if attempt is None or attempt.stopping:
+            self._timers.expired(readable, (), ())  # taken in all the same
+            return
+        for expiry in self._timers.expired(readable, attempt.procs, attempt.expired):
+            local_rank, timer = expiry.local_rank, expiry.timer
+            proc = attempt.procs[local_rank]
+            if expiry.kill:
+                attempt.expired[local_rank] = expiry
+                proc.send(signal.SIGKILL)
+            worker = self._worker_group.workers[local_rank]
+            log.warning("[%s] timer %r of rank %d (local rank %d, pid %d) expired at %s; %s",
+                        self._spec.role, timer.scope_id, worker.global_rank, local_rank,
+                        proc.pid, iso(timer.expiration_time),
+                        "killing the worker (SIGKILL)" if expiry.kill else
+                        f"not killing the worker: its request asked for signal {timer.signal}")
+            self._emit("watchdog", pid=proc.pid, timer_pid=timer.pid, local_rank=local_rank,
+                       rank=worker.global_rank, scope=timer.scope_id,
+                       expired_at=timer.expiration_time, killed=expiry.kill)
 
     def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
         proc = attempt.procs[local_rank]
@@ -456,7 +473,7 @@ class LocalElasticAgent:
             restart_count=self._restart_count,
         )
         if local_rank in attempt.expired:
-            failure.cause = self._timer_cause(attempt.expired[local_rank], proc.pid)
+            failure.cause = attempt.expired[local_rank].cause(proc.pid)
         failure.error_file_data = read_error_file(failure.error_file)
         attempt.failures[worker.global_rank] = failure
         self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
@@ -517,7 +534,7 @@ class LocalElasticAgent:
             if proc.exit_fd in self._selector.get_map():
                 self._selector.unregister(proc.exit_fd)
             proc.close()
-        self._forget_timers(attempt)
+        self._timers.forget(proc.pid for proc in attempt.procs)
         attempt.routes.clear()
         if self._attempt is attempt:
             self._attempt = None
@@ -544,88 +561,6 @@ class LocalElasticAgent:
         if self._relay is not None:
             self._relay.stop()
             self._relay = None
-
-    # -- timers ---------------------------------------------------------------------
-    #
-    # A timer server that the agent drives (``fileno()`` not None) is watched by the
-    # selector: it wakes when requests arrive and when the earliest deadline passes.
-
-    def _start_timers(self) -> None:
-        assert self._selector is not None
-        for timer in self._timers:
-            self._timer_env.update(timer.worker_env())
-            timer.start()
-            self._timers_started.append(timer)
-            fd = timer.fileno()
-            if fd is not None:
-                self._selector.register(fd, selectors.EVENT_READ, timer)
-
-    def _stop_timers(self) -> None:
-        assert self._selector is not None
-        while self._timers_started:
-            timer = self._timers_started.pop()
-            fd = timer.fileno()
-            if fd is not None and fd in self._selector.get_map():
-                self._selector.unregister(fd)
-            timer.stop()
-
-    def _until_deadline(self, timeout: float | None) -> float | None:
-        """``timeout``, shortened to wake when the earliest timer deadline passes."""
-        deadlines = [d for t in self._timers_started if (d := t.next_deadline()) is not None]
-        if not deadlines:
-            return timeout
-        wait = max(min(deadlines) - time.time(), 0.0)
-        return wait if timeout is None else min(timeout, wait)
-
-    def _check_timers(self, readable: list[TimerServer]) -> None:
-        now = time.time()
-        for timer in self._timers_started:
-            deadline = timer.next_deadline()
-            if timer in readable or (deadline is not None and deadline <= now):
-                for expired in timer.poll(now):
-                    self._on_timer_expired(expired)
-
-    def _on_timer_expired(self, expired: ExpiredTimer) -> None:
-        """Kill the worker that armed ``expired`` (its whole process group); its exit is
-        then an ordinary failure. Deadlines of processes that are not a running worker of
-        this attempt (or a child in its process group) are dropped."""
-        attempt = self._attempt
-        if attempt is None or attempt.stopping:
-            return
-        local_rank = _owner(attempt.procs, expired.pid)
-        if local_rank is None or local_rank in attempt.expired:
-            log.debug("dropping %r: not a running worker's", expired)
-            return
-        proc = attempt.procs[local_rank]
-        if proc.poll() is not None:  # it exited on its own; its exit is handled as such
-            return
-        kill = expired.signal > 0  # torch's "do not kill" is 0 or less
-        if kill:
-            attempt.expired[local_rank] = expired
-            proc.send(signal.SIGKILL)
-        worker = self._worker_group.workers[local_rank]
-        log.warning("[%s] timer %r of rank %d (local rank %d, pid %d) expired at %s; %s",
-                    self._spec.role, expired.scope_id, worker.global_rank, local_rank,
-                    proc.pid, _iso(expired.expiration_time),
-                    "killing the worker (SIGKILL)" if kill else
-                    f"not killing the worker: its request asked for signal {expired.signal}")
-        self._emit("watchdog", pid=proc.pid, timer_pid=expired.pid, local_rank=local_rank,
-                   rank=worker.global_rank, scope=expired.scope_id,
-                   expired_at=expired.expiration_time, killed=kill)
-
-    @staticmethod
-    def _timer_cause(expired: ExpiredTimer, worker_pid: int) -> str:
-        by = "" if expired.pid == worker_pid else f" (armed by pid {expired.pid}, a child)"
-        return (f"timer expired: scope {expired.scope_id!r}{by} passed its deadline "
-                f"{_iso(expired.expiration_time)}; the agent killed the worker (SIGKILL)")
-
-    def _forget_timers(self, attempt: _Attempt) -> None:
-        """Drop the deadlines of an attempt's workers, once they are gone."""
-        if self._timers_started:
-            pids = {proc.pid for proc in attempt.procs}
-            for timer in self._timers_started:
-                timer.poll(float("-inf"))  # take in what they sent before they died
-                timer.forget(pids)
 
     # -- signals --------------------------------------------------------------------
 
@@ -696,19 +631,3 @@ class LocalElasticAgent:
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
 
-
-def _owner(procs: Sequence[WorkerProcess], pid: int) -> int | None:
-    """The local rank of the worker that is ``pid``, or leads its process group."""
-    ranks = {proc.pid: i for i, proc in enumerate(procs)}
-    if pid in ranks:
-        return ranks[pid]
-    try:
-        return ranks.get(os.getpgid(pid))
-    except OSError:  # gone
-        return None
-
-
-def _iso(when: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")
