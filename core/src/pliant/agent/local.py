@@ -36,6 +36,7 @@ from pliant.agent.api import (
 )
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
+from pliant.agent.restarts import RestartBudget, attempt_folder
 from pliant.agent.timers import AgentTimers, Expiry, iso
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
 from pliant.defaults import START_METHOD, START_METHODS
@@ -66,9 +67,14 @@ class SignalException(Exception):
 
 @dataclass
 class _Attempt:
-    """The processes, output routes and files of one attempt."""
+    """The processes, output routes and files of one attempt (one group of workers).
 
-    number: int
+    ``restart_count`` is the attempt's number; ``regroup`` counts the groups that
+    membership changes formed before it at that count (see :mod:`pliant.agent.restarts`).
+    """
+
+    restart_count: int
+    regroup: int
     directory: str
     procs: list[WorkerProcess] = field(default_factory=list)
     routes: list[StreamRoute] = field(default_factory=list)
@@ -111,9 +117,7 @@ class LocalElasticAgent:
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
-        self._remaining_restarts = spec.max_restarts
-        self._restart_count = 0
-        self._uses_local_count = True  # until the rendezvous hands out a job-wide count
+        self._budget = RestartBudget(spec.max_restarts)
         self._hostname = socket.gethostname()
         self._run_dir = ""
         self._keep_run_dir = spec.log_dir is not None
@@ -133,6 +137,11 @@ class LocalElasticAgent:
     def run_dir(self) -> str:
         """Where this run's per-attempt files live (a temporary one without ``log_dir``)."""
         return self._run_dir
+
+    @property
+    def _restart_count(self) -> int:
+        """The current attempt's number (see :mod:`pliant.agent.restarts`)."""
+        return self._budget.used
 
     # -- the run -----------------------------------------------------------------
 
@@ -174,7 +183,7 @@ class LocalElasticAgent:
         spec = self._spec
         handler = spec.rdzv_handler
         assert handler is not None
-        attempt_number = 0
+        last: _Attempt | None = None
         while True:
             if self._signal_received:  # it came while the last group stopped: start nothing
                 self._on_signal()
@@ -184,8 +193,7 @@ class LocalElasticAgent:
                 log.info("[%s] leaving without running: %s", spec.role, exc)
                 self._worker_group.state = WorkerState.SUCCEEDED
                 return RunResult(WorkerState.SUCCEEDED, restart_count=self._restart_count)
-            attempt = self._start_workers(info, attempt_number)
-            attempt_number += 1
+            attempt = last = self._start_workers(info, last)
             outcome = self._monitor(attempt)
             if outcome == WorkerState.SUCCEEDED:
                 self._close_attempt(attempt)
@@ -199,7 +207,7 @@ class LocalElasticAgent:
                 end = handler.round_end()
             else:
                 root = min(attempt.failures.values(), key=lambda f: f.timestamp)
-                end = handler.report_failure(root.as_dict(), restart=self._remaining_restarts > 0)
+                end = handler.report_failure(root.as_dict(), restart=not self._budget.exhausted)
             if end is None:  # a handler that cannot notify: nodes are waiting to join
                 log.info("[%s] new nodes are waiting; restarting the group to admit them",
                          spec.role)
@@ -212,15 +220,14 @@ class LocalElasticAgent:
     def _on_restart(self, end: RoundEnd) -> None:
         spec = self._spec
         if end.reason == "failure":
-            if self._uses_local_count:
-                self._restart_count += 1
-                self._remaining_restarts -= 1
+            # Counted here on every backend; one that counts for the job confirms it at the
+            # next rendezvous (RestartBudget.for_round).
+            self._budget = self._budget.after_failure()
             failure = end.failure or {}
             message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
-            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, attempt %d of %d",
+            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, %s",
                      spec.role, failure.get("rank", "?"), failure.get("hostname", "?"), message,
-                     self._restart_count + 2 - int(self._uses_local_count),
-                     spec.max_restarts + 1)
+                     self._budget.progress())
             self._emit("restart", reason=end.message[:500], failed_rank=failure.get("rank", -1))
             metrics.put_metric("restarts", 1, "pliant.agent")
         else:
@@ -257,10 +264,7 @@ class LocalElasticAgent:
             info = spec.rdzv_handler.next_rendezvous()
         finally:
             self._in_rendezvous = False
-        if info.restart_count is not None:  # job-wide: the same on every node
-            self._uses_local_count = False
-            self._restart_count = info.restart_count
-            self._remaining_restarts = max(spec.max_restarts - info.restart_count, 0)
+        self._budget = self._budget.for_round(info.restart_count)
         self._notified = spec.rdzv_handler.on_change(self._wake)
         group = self._worker_group
         group.group_rank, group.group_world_size = info.rank, info.world_size
@@ -334,10 +338,13 @@ class LocalElasticAgent:
                 pickle.dump((entrypoint, self._spec.args), f)
         return [sys.executable, *BOOTSTRAP, "function", path]
 
-    def _start_workers(self, info: RendezvousInfo, number: int) -> _Attempt:
+    def _start_workers(self, info: RendezvousInfo, last: _Attempt | None) -> _Attempt:
         spec = self._spec
         assert self._selector is not None
-        attempt = _Attempt(number, os.path.join(self._run_dir, f"attempt_{number}"))
+        count = self._restart_count
+        regroup = last.regroup + 1 if last is not None and last.restart_count == count else 0
+        attempt = _Attempt(count, regroup,
+                           os.path.join(self._run_dir, attempt_folder(count, regroup)))
         self._attempt = attempt
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
@@ -373,9 +380,9 @@ class LocalElasticAgent:
             attempt.procs.append(proc)
             self._selector.register(proc.exit_fd, selectors.EVENT_READ, worker.local_rank)
             self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
-                       pid=proc.pid, attempt=number)
+                       pid=proc.pid, attempt=count)
         self._worker_group.state = WorkerState.HEALTHY
-        self._emit("workers_started", attempt=number)
+        self._emit("workers_started", attempt=count)
         return attempt
 
     # -- monitoring ---------------------------------------------------------------
