@@ -89,10 +89,11 @@ class LocalElasticAgent:
     ``run()`` returns a :class:`~pliant.agent.api.RunResult`: succeeded once
     every worker exited 0, failed when a worker failed and no restart is left.
     A handled signal stops the workers and raises :class:`SignalException`.
-    ``exit_barrier_timeout`` is accepted for torch compatibility; one node has
-    no exit barrier to wait at. ``timers`` are the timer servers to run (see
-    :class:`~pliant.agent.timers.AgentTimers`); a worker whose deadline passes
-    is killed and counts as failed.
+    ``exit_barrier_timeout`` is accepted for torch compatibility and not used:
+    one node has no exit barrier to wait at. ``start_method`` is only checked:
+    ``spawn`` and ``forkserver`` both start a fresh interpreter. ``timers`` are
+    the timer servers to run (see :class:`~pliant.agent.timers.AgentTimers`); a
+    worker whose deadline passes is killed and counts as failed.
     """
 
     def __init__(
@@ -112,8 +113,6 @@ class LocalElasticAgent:
                 "start_method 'fork' is not supported for function entrypoints: a forked worker "
                 "would inherit the agent's state; use 'spawn' (or 'forkserver', the same here)")
         self._spec = spec
-        self._start_method = start_method
-        self._exit_barrier_timeout = exit_barrier_timeout
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
@@ -131,6 +130,8 @@ class LocalElasticAgent:
         self._relay: Relay | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
+        """This node's workers. ``role`` (here and in :meth:`run`) is torch's: an agent runs
+        the one role of its spec."""
         return self._worker_group
 
     @property
