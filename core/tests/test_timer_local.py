@@ -119,3 +119,44 @@ def test_a_client_without_an_agent_warns_once_and_goes_on(
         pass
     client.acquire("x", 1.0)
     assert capsys.readouterr().err.count("deadlines are not watched") == 1
+
+
+def test_the_agent_runs_the_local_timer_unless_given_others() -> None:
+    from pliant.agent.timers import AgentTimers
+
+    selector = selectors.DefaultSelector()
+    default, none = AgentTimers(None), AgentTimers([])
+    default.start(selector)
+    none.start(selector)
+    try:
+        assert list(default.worker_env) == [TIMER_FILE_ENV]  # for pliant.timer.expires
+        assert none.worker_env == {}
+    finally:
+        default.stop()
+        none.stop()
+        selector.close()
+
+
+def test_the_agent_wakes_at_the_earliest_deadline_and_drops_other_processes() -> None:
+    from pliant.agent.timers import AgentTimers
+
+    server = LocalTimerServer()
+    timers = AgentTimers([server])
+    selector = selectors.DefaultSelector()
+    timers.start(selector)
+    try:
+        assert timers.timeout(5.0) == 5.0  # nothing armed
+        client = FifoTimerClient(server.path)
+        client.acquire("soon", time.time() + 0.2)
+        readable = [key.data for key, _ in selector.select(1.0)]
+        assert readable == [server]
+        assert timers.expired(readable, (), ()) == []  # taken in; no worker to act on
+        wait = timers.timeout(5.0)
+        assert wait is not None and 0 < wait <= 0.2
+        time.sleep(wait)
+        assert timers.expired([], (), ()) == []  # this process is not a worker: dropped
+        assert timers.timeout(None) is None
+    finally:
+        timers.stop()
+        selector.close()
+    assert not os.path.exists(server.path)

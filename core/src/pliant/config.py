@@ -16,13 +16,13 @@ can say exactly where a value came from. Plugin settings use the same
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pliant import defaults
 from pliant.errors import ConfigError
 from pliant.settings import (
     Setting,
@@ -75,12 +75,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             metavar="K=V,..."),
     Setting("standalone", parse_bool, False,
             "Single-node job on the embedded rendezvous: no server, no setup.", is_flag=True),
-    Setting("max_restarts", parse_int(minimum=0), 0,
+    Setting("max_restarts", parse_int(minimum=0), defaults.RUN_MAX_RESTARTS,
             "How many times the worker group may be restarted after a failure.", metavar="N"),
-    Setting("monitor_interval", parse_float(minimum=0.0), 0.1,
+    Setting("monitor_interval", parse_float(minimum=0.0), defaults.MONITOR_INTERVAL,
             "Accepted for torchrun compatibility: pliant is notified of exits, it does not poll.",
             metavar="SECONDS"),
-    Setting("start_method", parse_choice("spawn", "fork", "forkserver"), "spawn",
+    Setting("start_method", parse_choice(*defaults.START_METHODS), defaults.START_METHOD,
             "How function entrypoints start (spawn or forkserver; both start a fresh "
             "interpreter).", metavar="METHOD"),
     Setting("role", parse_str, "default", "The workers' role name.", metavar="ROLE"),
@@ -109,10 +109,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Port workers use to reach rank 0; default: a free port, fresh each attempt.",
             metavar="PORT"),
     Setting("local_addr", _optional(parse_str), None, "This node's address.", metavar="ADDR"),
-    Setting("signals_to_handle", parse_signals,
-            (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT),
+    Setting("signals_to_handle", parse_signals, defaults.SIGNALS,
             "Signals the agent forwards to its workers before it exits.", metavar="SIG,..."),
-    Setting("shutdown_timeout", parse_float(minimum=0.0), 30.0,
+    Setting("shutdown_timeout", parse_float(minimum=0.0), defaults.SHUTDOWN_TIMEOUT,
             "Seconds between SIGTERM and SIGKILL when workers are stopped.", metavar="SECONDS"),
     Setting("metrics", parse_list, (), "Metric handlers (plugin names); none by default.",
             metavar="NAME,..."),

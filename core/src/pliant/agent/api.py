@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from pliant import defaults
 from pliant.rendezvous.api import RendezvousHandler
 
 __all__ = [
@@ -65,8 +66,8 @@ class WorkerSpec:
     fn: Callable[..., Any] | None = None
     entrypoint: str | Callable[..., Any] | None = None
     args: tuple[Any, ...] = ()
-    max_restarts: int = 3
-    monitor_interval: float = 0.1
+    max_restarts: int = defaults.MAX_RESTARTS
+    monitor_interval: float = defaults.MONITOR_INTERVAL
     master_port: int | None = None
     master_addr: str | None = None
     local_addr: str | None = None
@@ -75,7 +76,7 @@ class WorkerSpec:
     redirects: Std = 0
     tee: Std = 0
     local_ranks_filter: frozenset[int] = frozenset()
-    shutdown_timeout: float = 30.0
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.local_world_size < 1:

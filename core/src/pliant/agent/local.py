@@ -39,6 +39,10 @@ from pliant.agent.api import (
 )
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
+from pliant.agent.restarts import RestartBudget, attempt_folder
+from pliant.agent.timers import AgentTimers, Expiry, iso
+from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
+from pliant.defaults import START_METHOD, START_METHODS
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
@@ -49,13 +53,11 @@ from pliant.rendezvous.api import (
     RendezvousInfo,
     RoundEnd,
 )
-from pliant.timer import ExpiredTimer, TimerServer
+from pliant.timer import TimerServer
 
 __all__ = ["DEFAULT_SIGNALS", "LocalElasticAgent", "SignalException"]
 
 log = logging.getLogger("pliant.agent")
-
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 class SignalException(Exception):
@@ -68,15 +70,20 @@ class SignalException(Exception):
 
 @dataclass
 class _Attempt:
-    """The processes, output routes and files of one attempt."""
+    """The processes, output routes and files of one attempt (one group of workers).
 
-    number: int
+    ``restart_count`` is the attempt's number; ``regroup`` counts the groups that
+    membership changes formed before it at that count (see :mod:`pliant.agent.restarts`).
+    """
+
+    restart_count: int
+    regroup: int
     directory: str
     procs: list[WorkerProcess] = field(default_factory=list)
     routes: list[StreamRoute] = field(default_factory=list)
     failures: dict[int, ProcessFailure] = field(default_factory=dict)
     stopping: bool = False
-    expired: dict[int, ExpiredTimer] = field(default_factory=dict)  # killed by a timer
+    expired: dict[int, Expiry] = field(default_factory=dict)  # killed by a timer
 
 
 class LocalElasticAgent:
@@ -85,10 +92,11 @@ class LocalElasticAgent:
     ``run()`` returns a :class:`~pliant.agent.api.RunResult`: succeeded once
     every worker exited 0, failed when a worker failed and no restart is left.
     A handled signal stops the workers and raises :class:`SignalException`.
-    ``exit_barrier_timeout`` is accepted for torch compatibility; one node has
-    no exit barrier to wait at. ``timers`` are the timer servers to run
-    (default: pliant's ``local`` one, so ``pliant.timer.expires`` works in the
-    workers); a worker whose deadline passes is killed and counts as failed.
+    ``exit_barrier_timeout`` is accepted for torch compatibility and not used:
+    one node has no exit barrier to wait at. ``start_method`` is only checked:
+    ``spawn`` and ``forkserver`` both start a fresh interpreter. ``timers`` are
+    the timer servers to run (see :class:`~pliant.agent.timers.AgentTimers`); a
+    worker whose deadline passes is killed and counts as failed.
     ``metric_handlers`` and ``event_handlers`` are where the workers' metrics and events go
     (default: this process's handlers, as :func:`pliant.metrics.configure` and
     :func:`pliant.events.configure` set them); the agent's own go to this process's.
@@ -97,7 +105,7 @@ class LocalElasticAgent:
     def __init__(
         self,
         spec: WorkerSpec,
-        start_method: str = "spawn",
+        start_method: str = START_METHOD,
         exit_barrier_timeout: float = 300.0,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
@@ -105,7 +113,7 @@ class LocalElasticAgent:
         metric_handlers: Sequence[metrics.MetricHandler] | None = None,
         event_handlers: Sequence[events.EventHandler] | None = None,
     ) -> None:
-        if start_method not in ("spawn", "forkserver", "fork"):
+        if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
         if start_method == "fork" and callable(spec.entrypoint):
             # Programs and scripts ignore the start method, as under torchrun.
@@ -113,14 +121,10 @@ class LocalElasticAgent:
                 "start_method 'fork' is not supported for function entrypoints: a forked worker "
                 "would inherit the agent's state; use 'spawn' (or 'forkserver', the same here)")
         self._spec = spec
-        self._start_method = start_method
-        self._exit_barrier_timeout = exit_barrier_timeout
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
-        self._remaining_restarts = spec.max_restarts
-        self._restart_count = 0
-        self._uses_local_count = True  # until the rendezvous hands out a job-wide count
+        self._budget = RestartBudget(spec.max_restarts)
         self._hostname = socket.gethostname()
         self._run_dir = ""
         self._keep_run_dir = spec.log_dir is not None
@@ -130,13 +134,7 @@ class LocalElasticAgent:
         self._wake_r, self._wake_w = -1, -1
         self._notified = False
         self._in_rendezvous = False
-        if timers is None:
-            from pliant.timer.fifo import LocalTimerServer
-
-            timers = [LocalTimerServer()]
-        self._timers = list(timers)
-        self._timers_started: list[TimerServer] = []
-        self._timer_env: dict[str, str] = {}
+        self._timers = AgentTimers(timers)
         self._metric_handlers = None if metric_handlers is None else list(metric_handlers)
         self._event_handlers = None if event_handlers is None else list(event_handlers)
         if metric_handlers is not None or event_handlers is not None:
@@ -145,12 +143,19 @@ class LocalElasticAgent:
         self._relay: Relay | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
+        """This node's workers. ``role`` (here and in :meth:`run`) is torch's: an agent runs
+        the one role of its spec."""
         return self._worker_group
 
     @property
     def run_dir(self) -> str:
         """Where this run's per-attempt files live (a temporary one without ``log_dir``)."""
         return self._run_dir
+
+    @property
+    def _restart_count(self) -> int:
+        """The current attempt's number (see :mod:`pliant.agent.restarts`)."""
+        return self._budget.used
 
     # -- the run -----------------------------------------------------------------
 
@@ -168,7 +173,7 @@ class LocalElasticAgent:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
-            self._start_timers()
+            self._timers.start(self._selector)
             self._start_relay()
             with self._signals_handled():
                 result = self._invoke_run()
@@ -178,7 +183,7 @@ class LocalElasticAgent:
         finally:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
-            self._stop_timers()
+            self._timers.stop()
             self._stop_relay()
             self._selector.close()
             # What this run recorded has reached the handlers when run() returns.
@@ -192,7 +197,7 @@ class LocalElasticAgent:
         spec = self._spec
         handler = spec.rdzv_handler
         assert handler is not None
-        attempt_number = 0
+        last: _Attempt | None = None
         while True:
             if self._signal_received:  # it came while the last group stopped: start nothing
                 self._on_signal()
@@ -202,8 +207,7 @@ class LocalElasticAgent:
                 log.info("[%s] leaving without running: %s", spec.role, exc)
                 self._worker_group.state = WorkerState.SUCCEEDED
                 return RunResult(WorkerState.SUCCEEDED, restart_count=self._restart_count)
-            attempt = self._start_workers(info, attempt_number)
-            attempt_number += 1
+            attempt = last = self._start_workers(info, last)
             outcome = self._monitor(attempt)
             if outcome == WorkerState.SUCCEEDED:
                 self._close_attempt(attempt)
@@ -217,7 +221,7 @@ class LocalElasticAgent:
                 end = handler.round_end()
             else:
                 root = min(attempt.failures.values(), key=lambda f: f.timestamp)
-                end = handler.report_failure(root.as_dict(), restart=self._remaining_restarts > 0)
+                end = handler.report_failure(root.as_dict(), restart=not self._budget.exhausted)
             if end is None:  # a handler that cannot notify: nodes are waiting to join
                 log.info("[%s] new nodes are waiting; restarting the group to admit them",
                          spec.role)
@@ -230,15 +234,14 @@ class LocalElasticAgent:
     def _on_restart(self, end: RoundEnd) -> None:
         spec = self._spec
         if end.reason == "failure":
-            if self._uses_local_count:
-                self._restart_count += 1
-                self._remaining_restarts -= 1
+            # Counted here on every backend; one that counts for the job confirms it at the
+            # next rendezvous (RestartBudget.for_round).
+            self._budget = self._budget.after_failure()
             failure = end.failure or {}
             message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
-            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, attempt %d of %d",
+            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, %s",
                      spec.role, failure.get("rank", "?"), failure.get("hostname", "?"), message,
-                     self._restart_count + 2 - int(self._uses_local_count),
-                     spec.max_restarts + 1)
+                     self._budget.progress())
             self._emit("restart", reason=end.message[:500], failed_rank=failure.get("rank", -1))
             metrics.put_metric("restarts", 1, "pliant.agent")
         else:
@@ -275,10 +278,7 @@ class LocalElasticAgent:
             info = spec.rdzv_handler.next_rendezvous()
         finally:
             self._in_rendezvous = False
-        if info.restart_count is not None:  # job-wide: the same on every node
-            self._uses_local_count = False
-            self._restart_count = info.restart_count
-            self._remaining_restarts = max(spec.max_restarts - info.restart_count, 0)
+        self._budget = self._budget.for_round(info.restart_count)
         self._notified = spec.rdzv_handler.on_change(self._wake)
         group = self._worker_group
         group.group_rank, group.group_world_size = info.rank, info.world_size
@@ -329,7 +329,7 @@ class LocalElasticAgent:
             ERROR_FILE_ENV: os.path.join(attempt_dir, "error.json"),
             "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
         })
-        env.update(self._timer_env)
+        env.update(self._timers.worker_env)
         if self._relay is not None:
             env.update(self._relay.worker_env())
         env.update(spec.env)
@@ -352,10 +352,13 @@ class LocalElasticAgent:
                 pickle.dump((entrypoint, self._spec.args), f)
         return [sys.executable, *BOOTSTRAP, "function", path]
 
-    def _start_workers(self, info: RendezvousInfo, number: int) -> _Attempt:
+    def _start_workers(self, info: RendezvousInfo, last: _Attempt | None) -> _Attempt:
         spec = self._spec
         assert self._selector is not None
-        attempt = _Attempt(number, os.path.join(self._run_dir, f"attempt_{number}"))
+        count = self._restart_count
+        regroup = last.regroup + 1 if last is not None and last.restart_count == count else 0
+        attempt = _Attempt(count, regroup,
+                           os.path.join(self._run_dir, attempt_folder(count, regroup)))
         self._attempt = attempt
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
@@ -391,9 +394,9 @@ class LocalElasticAgent:
             attempt.procs.append(proc)
             self._selector.register(proc.exit_fd, selectors.EVENT_READ, worker.local_rank)
             self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
-                       pid=proc.pid, attempt=number)
+                       pid=proc.pid, attempt=count)
         self._worker_group.state = WorkerState.HEALTHY
-        self._emit("workers_started", attempt=number)
+        self._emit("workers_started", attempt=count)
         return attempt
 
     # -- monitoring ---------------------------------------------------------------
@@ -433,7 +436,7 @@ class LocalElasticAgent:
         assert self._selector is not None
         exited = []
         readable_timers = []
-        for key, _ in self._selector.select(self._until_deadline(timeout)):
+        for key, _ in self._selector.select(self._timers.timeout(timeout)):
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
@@ -444,9 +447,31 @@ class LocalElasticAgent:
             else:
                 self._selector.unregister(key.fd)
                 exited.append(key.data)
-        if self._timers_started:
-            self._check_timers(readable_timers)
+        self._on_timers(readable_timers)
         return exited
+
+    def _on_timers(self, readable: list[TimerServer]) -> None:
+        """Kill each worker whose deadline passed (its whole process group); its exit is
+        then an ordinary failure. While the workers stop there is nothing to act on."""
+        attempt = self._attempt
+        if attempt is None or attempt.stopping:
+            self._timers.expired(readable, (), ())  # taken in all the same
+            return
+        for expiry in self._timers.expired(readable, attempt.procs, attempt.expired):
+            local_rank, timer = expiry.local_rank, expiry.timer
+            proc = attempt.procs[local_rank]
+            if expiry.kill:
+                attempt.expired[local_rank] = expiry
+                proc.send(signal.SIGKILL)
+            worker = self._worker_group.workers[local_rank]
+            log.warning("[%s] timer %r of rank %d (local rank %d, pid %d) expired at %s; %s",
+                        self._spec.role, timer.scope_id, worker.global_rank, local_rank,
+                        proc.pid, iso(timer.expiration_time),
+                        "killing the worker (SIGKILL)" if expiry.kill else
+                        f"not killing the worker: its request asked for signal {timer.signal}")
+            self._emit("watchdog", pid=proc.pid, timer_pid=timer.pid, local_rank=local_rank,
+                       rank=worker.global_rank, scope=timer.scope_id,
+                       expired_at=timer.expiration_time, killed=expiry.kill)
 
     def _on_exit(self, attempt: _Attempt, local_rank: int) -> None:
         proc = attempt.procs[local_rank]
@@ -469,7 +494,7 @@ class LocalElasticAgent:
             restart_count=self._restart_count,
         )
         if local_rank in attempt.expired:
-            failure.cause = self._timer_cause(attempt.expired[local_rank], proc.pid)
+            failure.cause = attempt.expired[local_rank].cause(proc.pid)
         failure.error_file_data = read_error_file(failure.error_file)
         attempt.failures[worker.global_rank] = failure
         self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
@@ -530,7 +555,7 @@ class LocalElasticAgent:
             if proc.exit_fd in self._selector.get_map():
                 self._selector.unregister(proc.exit_fd)
             proc.close()
-        self._forget_timers(attempt)
+        self._timers.forget(proc.pid for proc in attempt.procs)
         attempt.routes.clear()
         if self._attempt is attempt:
             self._attempt = None
@@ -567,88 +592,6 @@ class LocalElasticAgent:
         if self._relay is not None:
             self._relay.stop()
             self._relay = None
-
-    # -- timers ---------------------------------------------------------------------
-    #
-    # A timer server that the agent drives (``fileno()`` not None) is watched by the
-    # selector: it wakes when requests arrive and when the earliest deadline passes.
-
-    def _start_timers(self) -> None:
-        assert self._selector is not None
-        for timer in self._timers:
-            self._timer_env.update(timer.worker_env())
-            timer.start()
-            self._timers_started.append(timer)
-            fd = timer.fileno()
-            if fd is not None:
-                self._selector.register(fd, selectors.EVENT_READ, timer)
-
-    def _stop_timers(self) -> None:
-        assert self._selector is not None
-        while self._timers_started:
-            timer = self._timers_started.pop()
-            fd = timer.fileno()
-            if fd is not None and fd in self._selector.get_map():
-                self._selector.unregister(fd)
-            timer.stop()
-
-    def _until_deadline(self, timeout: float | None) -> float | None:
-        """``timeout``, shortened to wake when the earliest timer deadline passes."""
-        deadlines = [d for t in self._timers_started if (d := t.next_deadline()) is not None]
-        if not deadlines:
-            return timeout
-        wait = max(min(deadlines) - time.time(), 0.0)
-        return wait if timeout is None else min(timeout, wait)
-
-    def _check_timers(self, readable: list[TimerServer]) -> None:
-        now = time.time()
-        for timer in self._timers_started:
-            deadline = timer.next_deadline()
-            if timer in readable or (deadline is not None and deadline <= now):
-                for expired in timer.poll(now):
-                    self._on_timer_expired(expired)
-
-    def _on_timer_expired(self, expired: ExpiredTimer) -> None:
-        """Kill the worker that armed ``expired`` (its whole process group); its exit is
-        then an ordinary failure. Deadlines of processes that are not a running worker of
-        this attempt (or a child in its process group) are dropped."""
-        attempt = self._attempt
-        if attempt is None or attempt.stopping:
-            return
-        local_rank = _owner(attempt.procs, expired.pid)
-        if local_rank is None or local_rank in attempt.expired:
-            log.debug("dropping %r: not a running worker's", expired)
-            return
-        proc = attempt.procs[local_rank]
-        if proc.poll() is not None:  # it exited on its own; its exit is handled as such
-            return
-        kill = expired.signal > 0  # torch's "do not kill" is 0 or less
-        if kill:
-            attempt.expired[local_rank] = expired
-            proc.send(signal.SIGKILL)
-        worker = self._worker_group.workers[local_rank]
-        log.warning("[%s] timer %r of rank %d (local rank %d, pid %d) expired at %s; %s",
-                    self._spec.role, expired.scope_id, worker.global_rank, local_rank,
-                    proc.pid, _iso(expired.expiration_time),
-                    "killing the worker (SIGKILL)" if kill else
-                    f"not killing the worker: its request asked for signal {expired.signal}")
-        self._emit("watchdog", pid=proc.pid, timer_pid=expired.pid, local_rank=local_rank,
-                   rank=worker.global_rank, scope=expired.scope_id,
-                   expired_at=expired.expiration_time, killed=kill)
-
-    @staticmethod
-    def _timer_cause(expired: ExpiredTimer, worker_pid: int) -> str:
-        by = "" if expired.pid == worker_pid else f" (armed by pid {expired.pid}, a child)"
-        return (f"timer expired: scope {expired.scope_id!r}{by} passed its deadline "
-                f"{_iso(expired.expiration_time)}; the agent killed the worker (SIGKILL)")
-
-    def _forget_timers(self, attempt: _Attempt) -> None:
-        """Drop the deadlines of an attempt's workers, once they are gone."""
-        if self._timers_started:
-            pids = {proc.pid for proc in attempt.procs}
-            for timer in self._timers_started:
-                timer.poll(float("-inf"))  # take in what they sent before they died
-                timer.forget(pids)
 
     # -- signals --------------------------------------------------------------------
 
@@ -719,19 +662,3 @@ class LocalElasticAgent:
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
 
-
-def _owner(procs: Sequence[WorkerProcess], pid: int) -> int | None:
-    """The local rank of the worker that is ``pid``, or leads its process group."""
-    ranks = {proc.pid: i for i, proc in enumerate(procs)}
-    if pid in ranks:
-        return ranks[pid]
-    try:
-        return ranks.get(os.getpgid(pid))
-    except OSError:  # gone
-        return None
-
-
-def _iso(when: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,35 @@
+"""The agent's defaults, written once: the agent's API and ``pliant run``'s settings both
+read them here.
+
+This module imports nothing of pliant's, so :mod:`pliant.config` can use it without
+importing the agent (``pliant config`` and ``pliant plugins`` stay instant).
+"""
+
+from __future__ import annotations
+
+import signal
+
+__all__ = [
+    "MAX_RESTARTS",
+    "MONITOR_INTERVAL",
+    "RUN_MAX_RESTARTS",
+    "SHUTDOWN_TIMEOUT",
+    "SIGNALS",
+    "START_METHOD",
+    "START_METHODS",
+]
+
+#: Restarts a :class:`~pliant.agent.api.WorkerSpec` allows when none is given: torch's
+#: ``WorkerSpec`` default, for code written against torch's API.
+MAX_RESTARTS = 3
+#: ``pliant run --max-restarts``: torchrun's default, where a failure ends the run.
+RUN_MAX_RESTARTS = 0
+#: Seconds between membership checks, for a rendezvous that cannot notify the agent.
+MONITOR_INTERVAL = 0.1
+#: Seconds between SIGTERM and SIGKILL when the agent stops its workers.
+SHUTDOWN_TIMEOUT = 30.0
+#: The signals the agent handles: it forwards them to its workers, then exits.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+#: How function entrypoints start; ``fork`` is refused for them (see the agent).
+START_METHODS = ("spawn", "fork", "forkserver")
+START_METHOD = "spawn"
