@@ -117,9 +117,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             metavar="NAME,..."),
     Setting("events", parse_list, (), "Event handlers (plugin names); none by default.",
             metavar="NAME,..."),
-    Setting("timer", _optional(parse_str), "local",
-            "Timer backend (a plugin name) that watches expires() deadlines; default 'local', "
-            "in the agent; '' for none.", metavar="NAME"),
+    Setting("timer", _optional(parse_str), defaults.TIMER,
+            f"Timer backend (a plugin name) that watches expires() deadlines; default "
+            f"{defaults.TIMER!r}, in the agent; '' for none.", metavar="NAME"),
     Setting("metrics_conf", parse_kv, {}, "Metric handler settings, handler.key=value,...",
             metavar="K=V,..."),
     Setting("events_conf", parse_kv, {}, "Event handler settings, handler.key=value,...",

@@ -17,6 +17,7 @@ __all__ = [
     "SIGNALS",
     "START_METHOD",
     "START_METHODS",
+    "TIMER",
 ]
 
 #: Restarts a :class:`~pliant.agent.api.WorkerSpec` allows when none is given: torch's
@@ -33,3 +34,6 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 #: How function entrypoints start; ``fork`` is refused for them (see the agent).
 START_METHODS = ("spawn", "fork", "forkserver")
 START_METHOD = "spawn"
+#: The timer backend ``pliant run`` selects when ``--timer`` is not given: pliant-core's own
+#: (the agent's API builds the same one when given no ``timers``).
+TIMER = "local"
