@@ -244,7 +244,7 @@ def _run(ns: argparse.Namespace) -> int:
     min_nodes, max_nodes = cfg["nnodes"]
     extra = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank") if cfg.is_set(k)}
     params = RendezvousParameters(backend, cfg["rdzv_endpoint"], run_id, min_nodes, max_nodes,
-                                  cfg["local_addr"], **rdzv.settings, **extra)
+                                  cfg["local_addr"], **extra)
     handler = rdzv.create(params)
     spec = WorkerSpec(
         role=cfg["role"],

@@ -47,9 +47,11 @@ class Registration:
 
 @dataclass(frozen=True)
 class RendezvousBackend(Registration):
-    """``factory(params: RendezvousParameters) -> RendezvousHandler``.
+    """``factory(params: RendezvousParameters, settings: dict) -> RendezvousHandler``.
 
-    ``params.config`` holds the validated ``--rdzv-conf`` settings. ``serve``,
+    ``params`` is the job's shape (endpoint, run id, node counts); ``settings``
+    holds the ``--rdzv-conf`` settings, validated and parsed once against the
+    declared ``settings`` (every key present, defaults filled in). ``serve``,
     when given, runs the backend's store in the foreground (``serve(host, port)``)
     for ``pliant store``: a coordination point outside every training node.
     """

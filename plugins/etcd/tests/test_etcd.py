@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pliant.errors import ConfigError
 from pliant.rendezvous import RendezvousConnectionError, RendezvousParameters
-from pliant.rendezvous.elastic import CLOSED
+from pliant.rendezvous.keys import CLOSED
 from pliant_etcd import config_from, parse_endpoints
 from pliant_etcd.store import EtcdAuthError, EtcdConfig, EtcdRendezvousStore
 from pliant_etcd.testing import EtcdCluster

@@ -12,7 +12,8 @@ How each part of :class:`~pliant.rendezvous.store.RendezvousStore` maps onto etc
   they saw: nothing is missed, nothing is seen twice.
 * **liveness** is a lease: ``beat`` keeps it alive, and the node's key is
   attached to it, so etcd itself deletes the key of a node that stopped beating
-  (``expiring_beats``).
+  (``expiring_beats``). ``mark_left`` (the beat that reaches ``LEFT``) writes the key
+  without the lease, so that "this node left" outlives it.
 
 Every call is retried on another member until ``read_timeout`` runs out; then it
 raises :class:`~pliant.rendezvous.RendezvousConnectionError` naming the members
@@ -34,8 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pliant.rendezvous import RendezvousConnectionError, RendezvousError
-from pliant.rendezvous.elastic import CLOSED
-from pliant.rendezvous.store import RendezvousStore
+from pliant.rendezvous.store import LEFT, RendezvousStore
 
 from pliant_etcd._grpc import events, exceptions, grpc, pyetcd
 
@@ -252,7 +252,7 @@ class EtcdRendezvousStore(RendezvousStore):
         full = self._key(key)
         count = self._beats.get(full, 0) + amount
         self._beats[full] = count
-        if count >= CLOSED:  # the node left normally: this must outlive its lease
+        if count >= LEFT:  # mark_left: the node left normally, which must outlive its lease
             self._call(self._client.put, full, str(count))
             return count
         if self._lease is None or not self._call(self._refresh, self._lease):
@@ -262,10 +262,6 @@ class EtcdRendezvousStore(RendezvousStore):
             self._call(self._client.put, full, str(count), lease=self._lease)
             self._leased.add(full)
         return count
-
-    def last_beat(self, key: str) -> int | None:
-        value = self.get(key)
-        return None if value is None else int(value)
 
     # -- etcd calls -------------------------------------------------------------------------------
 
