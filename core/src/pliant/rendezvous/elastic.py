@@ -59,12 +59,15 @@ from pliant.rendezvous.api import (
 )
 from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
 from pliant.rendezvous.connection import Connection
-from pliant.rendezvous.keys import CLOSED, Keys, decode, encode
+from pliant.rendezvous.keys import CLOSED, PROTOCOL_VERSION, Keys, decode, encode
 from pliant.rendezvous.liveness import Pulses, Ring, keep_alive
 from pliant.rendezvous.net import first_host, free_port, route_addr
 from pliant.rendezvous.store import RendezvousStore
 
-__all__ = ["ElasticRendezvousHandler"]
+# ELASTIC_SETTINGS, Timeouts, CLOSED and PROTOCOL_VERSION live in conf and keys; they are
+# named here too because plugins and user code imported them from this module.
+__all__ = ["CLOSED", "ELASTIC_SETTINGS", "PROTOCOL_VERSION", "ElasticRendezvousHandler",
+           "Timeouts"]
 
 log = logging.getLogger("pliant.rendezvous")
 
