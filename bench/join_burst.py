@@ -40,7 +40,8 @@ from datetime import timedelta
 from typing import Any
 
 from pliant.rendezvous import RendezvousParameters
-from pliant.rendezvous.elastic import ElasticRendezvousHandler, Timeouts
+from pliant.rendezvous.conf import Timeouts
+from pliant.rendezvous.elastic import ElasticRendezvousHandler
 from pliant.rendezvous.store import RendezvousStore
 from pliant_c10d import TCPRendezvousStore
 from torch.distributed import TCPStore
@@ -151,9 +152,10 @@ class CountingBackend(C10dRendezvousBackend):
 
 def pliant_handlers(port: int, n: int, ops: OpCounter) -> list[Any]:
     params = RendezvousParameters("c10d", f"{HOST}:{port}", RUN_ID, n, n, is_host=False)
-    read_timeout = Timeouts.from_params(params).read_timeout
+    timeouts = Timeouts.defaults()
     return [ElasticRendezvousHandler(
-        "c10d", CountingStore(TCPRendezvousStore(HOST, port, read_timeout), ops), params)
+        "c10d", CountingStore(TCPRendezvousStore(HOST, port, timeouts.read_timeout), ops), params,
+        timeouts)
         for _ in range(n)]
 
 

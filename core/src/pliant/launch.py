@@ -94,7 +94,7 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     min_nodes, max_nodes = cfg["nnodes"]
     extra = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank") if cfg.is_set(k)}
     params = RendezvousParameters(backend, cfg["rdzv_endpoint"], run_id, min_nodes, max_nodes,
-                                  cfg["local_addr"], **chosen[0].selected.settings, **extra)
+                                  cfg["local_addr"], **extra)
     spec = WorkerSpec(
         role=cfg["role"],
         local_world_size=nproc,

@@ -18,10 +18,12 @@ What is here, by use:
 * **handler bases**: :class:`MetricHandler` (and :class:`MetricData`),
   :class:`EventHandler` (and :class:`Event`, :class:`EventSource`), :class:`TimerServer`
   (and :class:`ExpiredTimer`), :class:`RendezvousHandler`;
-* **a rendezvous on your store**: :class:`RendezvousStore` (what a store implements),
-  :class:`ElasticRendezvousHandler` (the protocol, written once), :data:`ELASTIC_SETTINGS`,
-  :class:`Timeouts`, :class:`RendezvousParameters`, :class:`RendezvousInfo`, :class:`RoundEnd`,
-  and :func:`free_port`, :func:`split_endpoint`;
+* **a rendezvous on your store**: :class:`RendezvousStore` (what a store implements) and
+  :class:`Beat`, :class:`ElasticRendezvousHandler` (the protocol, written once),
+  :data:`ELASTIC_SETTINGS` and :class:`Timeouts` (its settings, and its timing built once
+  from them), :func:`parse_conf` (settings of a handler built by hand),
+  :class:`RendezvousParameters`, :class:`RendezvousInfo`, :class:`RoundEnd`, and the endpoint
+  helpers :func:`members`, :func:`split_scheme`, :func:`split_host_port`, :func:`free_port`;
 * **conformance kits** (they import pytest: use them from your tests only):
   :class:`RendezvousStoreTests`, :class:`RendezvousHandlerTests` and
   :class:`MemoryRendezvousStore`, an in-memory store to try a handler on.
@@ -64,9 +66,10 @@ if TYPE_CHECKING:
         RendezvousTimeoutError,
         RoundEnd,
     )
-    from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
-    from pliant.rendezvous.net import free_port, split_endpoint
-    from pliant.rendezvous.store import RendezvousStore
+    from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
+    from pliant.rendezvous.elastic import ElasticRendezvousHandler
+    from pliant.rendezvous.net import free_port, members, split_host_port, split_scheme
+    from pliant.rendezvous.store import Beat, RendezvousStore
     from pliant.settings import (
         Setting,
         parse_bool,
@@ -98,9 +101,10 @@ _SOURCES: dict[str, tuple[str, ...]] = {
                               "RendezvousError", "RendezvousGracefulExitError",
                               "RendezvousHandler", "RendezvousInfo", "RendezvousParameters",
                               "RendezvousStateError", "RendezvousTimeoutError", "RoundEnd"),
-    "pliant.rendezvous.elastic": ("ELASTIC_SETTINGS", "ElasticRendezvousHandler", "Timeouts"),
-    "pliant.rendezvous.net": ("free_port", "split_endpoint"),
-    "pliant.rendezvous.store": ("RendezvousStore",),
+    "pliant.rendezvous.conf": ("ELASTIC_SETTINGS", "Timeouts", "parse_conf"),
+    "pliant.rendezvous.elastic": ("ElasticRendezvousHandler",),
+    "pliant.rendezvous.net": ("free_port", "members", "split_host_port", "split_scheme"),
+    "pliant.rendezvous.store": ("Beat", "RendezvousStore"),
     "pliant.settings": ("Setting", "parse_bool", "parse_choice", "parse_float", "parse_int",
                         "parse_kv", "parse_list", "parse_port", "parse_str"),
     "pliant.testing.memory": ("MemoryRendezvousStore",),
@@ -114,6 +118,7 @@ __all__ = [
     "ELASTIC_SETTINGS",
     "PLUGIN_API",
     "PROJECT",
+    "Beat",
     "ConfigError",
     "ElasticRendezvousHandler",
     "Event",
@@ -156,15 +161,18 @@ __all__ = [
     "UsageError",
     "free_port",
     "hookimpl",
+    "members",
     "parse_bool",
     "parse_choice",
+    "parse_conf",
     "parse_float",
     "parse_int",
     "parse_kv",
     "parse_list",
     "parse_port",
     "parse_str",
-    "split_endpoint",
+    "split_host_port",
+    "split_scheme",
 ]
 
 

@@ -112,10 +112,12 @@ class Selected:
     settings: dict[str, Any]
 
     def create(self, *args: Any) -> Any:
-        """Call the factory; a plugin that raises becomes a PluginError naming it."""
+        """Call the factory with ``args`` and then the parsed settings: ``factory(settings)``
+        for most kinds, ``factory(params, settings)`` for a rendezvous backend. A plugin that
+        raises becomes a PluginError naming it."""
         reg = self.registration
         try:
-            return reg.factory(*args) if args else reg.factory(self.settings)
+            return reg.factory(*args, self.settings)
         except (PliantError, KeyboardInterrupt):
             raise
         except BaseException as exc:  # even SystemExit: a plugin must not end the run silently

@@ -80,8 +80,9 @@ class Registration(Generic[F]):
 class RendezvousBackend(Registration[RendezvousFactory]):
     """``factory(params: RendezvousParameters, settings: Settings) -> RendezvousHandler``.
 
-    ``settings`` holds the parsed ``--rdzv-conf`` settings; ``params`` is the job
-    (backend, endpoint, run id, min and max nodes, local address). ``serve``,
+    ``params`` is the job's shape (backend, endpoint, run id, node counts, local address);
+    ``settings`` holds the ``--rdzv-conf`` settings, validated and parsed once against the
+    declared ``settings`` (every key present, defaults filled in). ``serve``,
     when given, runs the backend's store in the foreground (``serve(host, port)``)
     for ``pliant store``: a coordination point outside every training node.
     """

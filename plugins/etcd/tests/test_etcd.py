@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pliant.errors import ConfigError
 from pliant.rendezvous import RendezvousConnectionError, RendezvousParameters
-from pliant.rendezvous.elastic import CLOSED
+from pliant.rendezvous.keys import CLOSED
 from pliant_etcd import config_from, parse_endpoints
 from pliant_etcd.store import EtcdAuthError, EtcdConfig, EtcdRendezvousStore
 from pliant_etcd.testing import EtcdCluster
@@ -175,7 +175,7 @@ def test_a_node_that_left_stays_marked_after_its_connection_closes(
     key = unique("beat/node")
     node = store.clone()
     node.beat(key)
-    node.beat(key, CLOSED)
+    node.mark_left(key)
     node.close()
     time.sleep(1.5)  # past the lease
     beat = store.last_beat(key)

@@ -32,12 +32,12 @@ __all__ = [
 
 def create_handler(params: RendezvousParameters, source: str = "RendezvousParameters.backend",
                    ) -> RendezvousHandler:
-    """Build the handler for ``params.backend`` from the installed plugins."""
+    """Build the handler for ``params.backend`` from the installed plugins; ``params.config``
+    is validated against the backend's settings, and its factory receives them parsed."""
     from pliant.plugins import PluginManager
 
     conf = {k: str(v) for k, v in params.config.items()}
     selected = PluginManager().select("rendezvous", params.backend, source, conf,
                                       "RendezvousParameters")
-    params.config.update(selected.settings)
     handler: RendezvousHandler = selected.create(params)
     return handler

@@ -25,8 +25,8 @@ Nodes meet in numbered *rounds*. Every key of a run lives under
 
 Round-level keys: ``meta`` (the job's min and max nodes: agents that disagree
 are refused), ``round`` (where a newcomer starts looking), ``closed``, and
-``beat/<node>`` (heartbeats). Each node watches one other node, the next in
-rank order, so liveness costs O(1) per node.
+``beat/<node>`` (heartbeats, see :mod:`pliant.rendezvous.liveness`). Each node
+watches one other node, the next in rank order, so liveness costs O(1) per node.
 
 A round completes as soon as ``max_nodes`` have joined; as soon as every
 node expected back (the survivors of the last round and the nodes that were
@@ -35,7 +35,6 @@ waiting) has rejoined; or ``last_call_timeout`` after ``min_nodes`` joined.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -43,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from pliant.rendezvous.api import (
@@ -58,152 +57,22 @@ from pliant.rendezvous.api import (
     RendezvousTimeoutError,
     RoundEnd,
 )
+from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
+from pliant.rendezvous.connection import Connection
+from pliant.rendezvous.keys import CLOSED, PROTOCOL_VERSION, Keys, decode, encode
+from pliant.rendezvous.liveness import Pulses, Ring, keep_alive
+from pliant.rendezvous.net import first_host, free_port, route_addr
 from pliant.rendezvous.store import RendezvousStore
-from pliant.settings import Setting, parse_float, parse_int
 
+# ELASTIC_SETTINGS, Timeouts, CLOSED and PROTOCOL_VERSION live in conf and keys; they are
+# named here too because plugins and user code imported them from this module.
 __all__ = ["CLOSED", "ELASTIC_SETTINGS", "PROTOCOL_VERSION", "ElasticRendezvousHandler",
            "Timeouts"]
 
 log = logging.getLogger("pliant.rendezvous")
 
-#: Stored in every value; a value with another version is refused, not misread.
-PROTOCOL_VERSION = 1
-#: Added to a round's join counter to close it, and to a heartbeat counter when
-#: a node leaves normally.
-CLOSED = 1 << 40
 #: How often a waiting node says how the round is going.
 PROGRESS_INTERVAL = 5.0
-#: The longest one store wait lasts before control returns to Python, so that a signal
-#: (Ctrl-C, SIGTERM) reaches the agent while it waits. The wait still ends the moment the
-#: key appears: this bounds signal latency, it is not a poll of the state.
-WAIT_SLICE = 0.5
-
-ELASTIC_SETTINGS: tuple[Setting, ...] = (
-    Setting("join_timeout", parse_float(minimum=0.0), 600.0,
-            "Seconds to wait for min_nodes to join a round before failing. Long on purpose: a "
-            "scheduler may take minutes to start every node."),
-    Setting("last_call_timeout", parse_float(minimum=0.0), 2.0,
-            "Seconds a round stays open for more nodes once min_nodes joined. Only the first "
-            "round and late arrivals wait for it: a re-rendezvous completes as soon as the "
-            "nodes expected back have joined. torch waits 30 s every time."),
-    Setting("close_timeout", parse_float(minimum=0.0), 10.0,
-            "Seconds to wait for the node closing a round to publish it."),
-    Setting("keep_alive_interval", parse_float(minimum=0.01), 1.0,
-            "Seconds between heartbeats. A node is declared dead after keep_alive_interval x "
-            "keep_alive_max_attempt without one (torch: 5 s x 3 = 15 s)."),
-    Setting("keep_alive_max_attempt", parse_int(minimum=1), 3,
-            "Heartbeats a node may miss before it is declared dead."),
-    Setting("read_timeout", parse_float(minimum=0.1), 30.0,
-            "Seconds to wait for the store at start (agents may start before the node that "
-            "hosts it) and for any one store operation before it counts as unreachable "
-            "(torch: 60 s). A store that went away with its host is noticed at once."),
-)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """The protocol's timing, from ``--rdzv-conf`` (torch's keys and meanings)."""
-
-    join_timeout: float = 600.0
-    last_call_timeout: float = 2.0
-    close_timeout: float = 10.0
-    keep_alive_interval: float = 1.0
-    keep_alive_max_attempt: int = 3
-    read_timeout: float = 30.0
-
-    @classmethod
-    def from_params(cls, params: RendezvousParameters) -> Timeouts:
-        d = cls()
-
-        def seconds(name: str, default: float) -> float:
-            value = params.get_as_float(name, default)
-            return default if value is None else value
-
-        attempts = params.get_as_int("keep_alive_max_attempt", d.keep_alive_max_attempt)
-        return cls(
-            join_timeout=seconds("join_timeout", d.join_timeout),
-            last_call_timeout=seconds("last_call_timeout", d.last_call_timeout),
-            close_timeout=seconds("close_timeout", d.close_timeout),
-            keep_alive_interval=seconds("keep_alive_interval", d.keep_alive_interval),
-            keep_alive_max_attempt=d.keep_alive_max_attempt if attempts is None else attempts,
-            read_timeout=seconds("read_timeout", d.read_timeout),
-        )
-
-    @property
-    def dead_after(self) -> float:
-        """Silence after which a node counts as dead. At least two intervals, so that one
-        heartbeat arriving late is never a death."""
-        return self.keep_alive_interval * max(self.keep_alive_max_attempt, 2)
-
-
-class _Pulse:
-    """Whether one watched node still lives, judged by its heartbeat key as the store keeps
-    it: a counter that must keep moving, or (``expiring_beats``) a key that exists while the
-    node's lease lives and vanishes when the store expires it."""
-
-    def __init__(self, expiring: bool, dead_after: float) -> None:
-        self._expiring, self._dead_after = expiring, dead_after
-        self._last: int | None = None
-        self._seen = False
-        self._since = time.monotonic()
-
-    def dead(self, beat: int | None, now: float, stalled: bool = False) -> bool:
-        """Record a reading of the node's beat; True once it counts as dead. ``stalled``: the
-        store itself was too slow to answer, which silenced everyone and is not a death."""
-        if self._expiring:
-            if beat is not None:
-                self._seen, self._since = True, now
-                return False
-            # Gone after being seen: the store expired its lease. Never seen: it had
-            # dead_after seconds to start beating.
-            return self._seen or now - self._since > self._dead_after
-        if beat != self._last or stalled:
-            self._last, self._since = beat, now
-            return False
-        return now - self._since > self._dead_after
-
-
-class _Keys:
-    def __init__(self, run_id: str) -> None:
-        self.prefix = f"pliant/{run_id}/"
-        p = self.prefix
-        self.meta, self.current, self.closed = p + "meta", p + "round", p + "closed"
-
-    def of(self, k: int, name: str) -> str:
-        return f"{self.prefix}{k}/{name}"
-
-    def slot(self, k: int, i: int) -> str:
-        return f"{self.prefix}{k}/join/{i}"
-
-    def beat(self, node_id: str) -> str:
-        return f"{self.prefix}beat/{node_id}"
-
-
-def _encode(value: dict[str, Any]) -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, **value}, separators=(",", ":")).encode()
-
-
-def _route_addr(endpoint_host: str) -> str:
-    """The local address on the route to the store: the one other nodes can reach."""
-    try:
-        info = socket.getaddrinfo(endpoint_host or "127.0.0.1", 9, type=socket.SOCK_DGRAM)[0]
-        with socket.socket(info[0], socket.SOCK_DGRAM) as sock:
-            sock.connect(info[4])
-            return str(sock.getsockname()[0])
-    except OSError:
-        return socket.gethostname()
-
-
-def _free_port(addr: str) -> int:
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((addr, 0))
-            return int(sock.getsockname()[1])
-    except OSError:  # a host name, not an address: any local port will do
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("", 0))
-            return int(sock.getsockname()[1])
 
 
 class ElasticRendezvousHandler(RendezvousHandler):
@@ -218,22 +87,23 @@ class ElasticRendezvousHandler(RendezvousHandler):
     polls_membership = False
 
     def __init__(self, backend: str, store: RendezvousStore, params: RendezvousParameters,
-                 hosts_store: bool = False) -> None:
+                 timeouts: Timeouts | None = None, hosts_store: bool = False) -> None:
+        """``timeouts`` is built by the backend's factory from its parsed settings; without
+        it (a handler built by hand), they are parsed from ``params.config``."""
         self._backend = backend
         self._store = store
+        self._conn = Connection(store)
         self._run_id = params.run_id
         self._min, self._max = params.min_nodes, params.max_nodes
-        self.timeouts = Timeouts.from_params(params)
-        self._keys = _Keys(params.run_id)
+        self.timeouts = timeouts or Timeouts.from_settings(
+            parse_conf(params, ELASTIC_SETTINGS, f"rendezvous backend {backend!r}"))
+        self._keys = Keys(params.run_id)
         self._hosts_store = hosts_store
         # The first member of "[scheme://]host:port[,host:port...]" shows the route out.
-        first = store.endpoint.split(",")[0].partition("://")[2] or store.endpoint.split(",")[0]
-        host = first.rsplit(":", 1)[0].strip("[]") if first else ""
-        self._addr = params.local_addr or _route_addr(host)
+        self._addr = params.local_addr or route_addr(first_host(store.endpoint))
         self._hostname = socket.gethostname()
         self.node_id = f"{self._hostname}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._checked_meta = False
-        self._lost = False  # a call found the store unreachable
         self._round: int | None = None
         self._done: dict[str, Any] | None = None
         self._rank = -1
@@ -245,7 +115,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._left = False
         # Connections for keep-alive threads, opened before joining (see next_rendezvous),
         # and threads told to stop without waiting, joined at shutdown.
-        self._connections: list[RendezvousStore] = []
+        self._connections: list[Connection] = []
         self._detached: list[threading.Thread] = []
         # Where this node is counted while it waits: the round it joined while that round
         # forms, or the round whose ``extra`` it added to as a spare. Undone if it leaves early.
@@ -261,11 +131,11 @@ class ElasticRendezvousHandler(RendezvousHandler):
         return self._run_id
 
     def is_closed(self) -> bool:
-        return self._call(self._store.get, self._keys.closed) is not None
+        return self._conn.get(self._keys.closed) is not None
 
     def set_closed(self) -> None:
         """Close the job: running agents stop their workers and nodes can no longer join."""
-        self._call(self._store.set, self._keys.closed, b"1")
+        self._conn.set(self._keys.closed, b"1")
         if self._round is not None:
             self._post_end(RoundEnd("closed", f"the rendezvous of run {self._run_id!r} was "
                                     "closed (set_closed)", restart=False))
@@ -273,7 +143,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def num_nodes_waiting(self) -> int:
         if self._round is None:
             return 0
-        extra = self._call(self._store.get, self._keys.of(self._round + 1, "extra"))
+        extra = self._conn.get(self._keys.of(self._round + 1, "extra"))
         waiting = int(extra) if extra is not None else 0
         end = self._end
         return max(waiting, 1) if end is not None and end.restart else waiting
@@ -287,7 +157,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         with self._lock:
             have_connection = bool(self._connections)
         if not have_connection:
-            self._connections.append(self._call(self._store.clone))
+            self._connections.append(self._conn.clone())
         if self.is_closed():
             raise RendezvousClosedError(
                 f"the rendezvous of run {self._run_id!r} at {self._store.endpoint} is closed; "
@@ -296,7 +166,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._done = None
         start = time.monotonic()
         while True:
-            number = self._call(self._store.add, self._keys.of(k, "joined"), 1)
+            number = self._conn.add(self._keys.of(k, "joined"), 1)
             if number > self._max:
                 # Round k is closed (it runs), or full: wait for it to end, then join the next.
                 self._wait_as_spare(k, running=number > CLOSED)
@@ -319,7 +189,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         for thread in self._detached:
             thread.join()
         self._detached.clear()
-        lost = self._lost or (self._end is not None and self._end.reason == "store")
+        lost = self._conn.lost or (self._end is not None and self._end.reason == "store")
         try:
             if lost:  # every call would wait out read_timeout again: nothing can be told
                 raise RendezvousConnectionError(f"the store at {self._store.endpoint} was lost")
@@ -378,7 +248,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._stop_keep_alive(wait=False)
         if self._round is None or self._done is None:
             return
-        finished = self._call(self._store.add, self._keys.of(self._round, "succeeded"), 1)
+        finished = self._conn.add(self._keys.of(self._round, "succeeded"), 1)
         if finished >= len(self._done["nodes"]):
             self._post_end(RoundEnd("succeeded", "every node finished", restart=False))
         # Last: once this node has left, the agent hosting the store may stop it and exit.
@@ -389,19 +259,19 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _join_round(self, k: int, number: int, start: float) -> dict[str, Any]:
         keys, t = self._keys, self.timeouts
         record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
-                  "port": _free_port(self._addr), "workers": self.local_world_size}
-        self._call(self._store.set, keys.slot(k, number), _encode(record))
+                  "port": free_port(self._addr), "workers": self.local_world_size}
+        self._conn.set(keys.slot(k, number), encode(record))
         if number == 1:
-            self._call(self._store.set, keys.current, str(k).encode())
+            self._conn.set(keys.current, str(k).encode())
         if number >= self._min:  # the min-th node may not have written it yet
-            self._call(self._store.compare_set, keys.of(k, "min"), None,
+            self._conn.compare_set(keys.of(k, "min"), None,
                        str(time.time()).encode())
         if number >= self._max or (number >= self._min and number >= self._expected(k)):
             return self._close(k)
         if number < self._min and not self._wait_progress(
                 k, keys.of(k, "min"), start + t.join_timeout, "join_timeout"):
             return self._close(k)
-        min_at = self._get(keys.of(k, "min"))
+        min_at = self._conn.get(keys.of(k, "min"))
         if min_at == b"closed":
             return self._read_done(k)
         waited = time.time() - float(min_at or 0.0)
@@ -413,23 +283,23 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _expected(self, k: int) -> int:
         """Nodes round k waits for without a last call: the last round's survivors and the
         nodes that arrived while it ran. Unknown (a first round): ``max_nodes``."""
-        over = self._get(self._keys.of(k - 1, "over")) if k > 0 else None
+        over = self._conn.get(self._keys.of(k - 1, "over")) if k > 0 else None
         if over is None:
             return self._max
         survivors = self._decode(self._keys.of(k - 1, "over"), over).get("survivors", self._max)
-        extra = self._get(self._keys.of(k, "extra"))
+        extra = self._conn.get(self._keys.of(k, "extra"))
         return int(survivors) + (int(extra) if extra else 0)
 
     def _close(self, k: int) -> dict[str, Any]:
         """Close round k. The node whose add comes first publishes the outcome."""
-        keys, store = self._keys, self._store
-        total = self._call(store.add, keys.of(k, "joined"), CLOSED)
+        keys = self._keys
+        total = self._conn.add(keys.of(k, "joined"), CLOSED)
         if total >= 2 * CLOSED:
             return self._read_done(k)
         count = min(total - CLOSED, self._max)
         slots = [keys.slot(k, i) for i in range(1, count + 1)]
-        self._wait(slots, time.monotonic() + self.timeouts.read_timeout)
-        nodes = [self._decode(s, v) for s in slots if (v := self._get(s)) is not None]
+        self._conn.wait(slots, time.monotonic() + self.timeouts.read_timeout)
+        nodes = [self._decode(s, v) for s in slots if (v := self._conn.get(s)) is not None]
         prev = self._previous(k)
         done: dict[str, Any] = {"round": k, "restart_count": self._restart_count(k, prev)}
         if len(nodes) < self._min:
@@ -440,15 +310,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 "missing nodes, or raise join_timeout with --rdzv-conf")
         else:
             done["nodes"] = self._assign_ranks(nodes, prev.get("nodes", []))
-        self._call(store.set, keys.of(k, "done"), _encode(done))
-        self._call(store.compare_set, keys.of(k, "min"), None, b"closed")  # wakes early joiners
+        self._conn.set(keys.of(k, "done"), encode(done))
+        self._conn.compare_set(keys.of(k, "min"), None, b"closed")  # wakes early joiners
         return done
 
     def _previous(self, k: int) -> dict[str, Any]:
         """The last round before k that ran (rounds abandoned while forming do not count)."""
         while k > 0:
             k -= 1
-            value = self._get(self._keys.of(k, "done"))
+            value = self._conn.get(self._keys.of(k, "done"))
             if value is None:
                 return {}
             done = self._decode(self._keys.of(k, "done"), value)
@@ -459,7 +329,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _restart_count(self, k: int, prev: dict[str, Any]) -> int:
         """Job-wide: the last round's count, plus one if a worker failure ended it."""
         restarts = int(prev.get("restart_count", 0))
-        over = self._get(self._keys.of(k - 1, "over")) if k > 0 else None
+        over = self._conn.get(self._keys.of(k - 1, "over")) if k > 0 else None
         if over is not None and self._decode(self._keys.of(k - 1, "over"), over)["reason"] == \
                 "failure":
             restarts += 1
@@ -487,11 +357,11 @@ class ElasticRendezvousHandler(RendezvousHandler):
 
     def _read_done(self, k: int) -> dict[str, Any]:
         key = self._keys.of(k, "done")
-        if not self._wait([key], time.monotonic() + self.timeouts.close_timeout):
+        if not self._conn.wait([key], time.monotonic() + self.timeouts.close_timeout):
             raise RendezvousTimeoutError(
                 f"round {k} of run {self._run_id!r} was closed but not published within "
                 f"close_timeout={self.timeouts.close_timeout:g}s; the closing node may have died")
-        value = self._get(key)
+        value = self._conn.get(key)
         assert value is not None
         return self._decode(key, value)
 
@@ -520,9 +390,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         keys = self._keys
         done = self._read_done(k)
         if "retry" in done:  # abandoned while forming: its nodes move on to the next round
-            self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+            self._conn.add(keys.of(k + 1, "extra"), 1)
             return
-        ended = self._get(keys.of(k, "over"))
+        ended = self._conn.get(keys.of(k, "over"))
         if ended is not None:
             end = RoundEnd.from_dict(self._decode(keys.of(k, "over"), ended))
             if not end.restart:
@@ -530,9 +400,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
                     f"run {self._run_id!r} at {self._store.endpoint} has already ended "
                     f"({end.reason}: {end.message}); start a new job with a new --rdzv-id")
             # The round is over and its nodes are re-forming: join them in the next one.
-            self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+            self._conn.add(keys.of(k + 1, "extra"), 1)
             return
-        self._call(self._store.add, keys.of(k + 1, "extra"), 1)
+        self._conn.add(keys.of(k + 1, "extra"), 1)
         self._spare_for = k + 1
         world = len(done.get("nodes", []))
         if "error" in done:
@@ -559,15 +429,14 @@ class ElasticRendezvousHandler(RendezvousHandler):
         """Wait for round k's ``over`` key. If every node of the round falls silent (all were
         killed), nobody is left to write it: end the round here, so spares take over."""
         over, t = self._keys.of(k, "over"), self.timeouts
-        pulses = {node["id"]: self._pulse() for node in nodes}
+        pulses = self._pulses()
+        for node in nodes:
+            pulses.start(node["id"])
         next_log = time.monotonic() + PROGRESS_INTERVAL * 12
-        while not self._wait([over], time.monotonic() + t.keep_alive_interval):
+        while not self._conn.wait([over], time.monotonic() + t.keep_alive_interval):
             now = time.monotonic()
-            alive = 0
-            for node in nodes:
-                beat = self._store.last_beat(self._keys.beat(node["id"]))
-                dead = pulses[node["id"]].dead(beat, now)
-                alive += (beat is None or beat < CLOSED) and not dead
+            alive = sum(pulses.running(n["id"], self._conn.read_beat(self._keys.beat(n["id"])),
+                                       now) for n in nodes)
             if nodes and not alive:
                 self._post_end(RoundEnd("dead", f"every node of round {k} stopped sending "
                                         "heartbeats; the waiting nodes take over",
@@ -582,17 +451,17 @@ class ElasticRendezvousHandler(RendezvousHandler):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self._wait([key], time.monotonic() + min(left, PROGRESS_INTERVAL)):
+            if self._conn.wait([key], time.monotonic() + min(left, PROGRESS_INTERVAL)):
                 return True
             if left > PROGRESS_INTERVAL:
                 self._log_progress(k, deadline, timeout_name)
 
     def _log_progress(self, k: int, deadline: float, timeout_name: str) -> None:
-        joined = self._get(self._keys.of(k, "joined"))
+        joined = self._conn.get(self._keys.of(k, "joined"))
         count = min(int(joined or 0) % CLOSED, self._max)
         hosts = []
         for i in range(1, count + 1):
-            value = self._get(self._keys.slot(k, i))
+            value = self._conn.get(self._keys.slot(k, i))
             if value is not None:
                 hosts.append(self._decode(self._keys.slot(k, i), value).get("host", "?"))
         log.info("rendezvous round %d of run %r: %d joined (min %d, max %d): %s; %.0f s left "
@@ -623,51 +492,34 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._detached = [t for t in self._detached if t.is_alive()] + [self._thread]
         self._thread = None
 
-    def _keep_alive(self, stop: threading.Event, store: RendezvousStore) -> None:
+    def _keep_alive(self, stop: threading.Event, conn: Connection) -> None:
         assert self._done is not None and self._round is not None
         k, t = self._round, self.timeouts
         over = self._keys.of(k, "over")
         nodes = self._done["nodes"]
-        ring = [n for n in nodes[self._rank + 1:] + nodes[:self._rank]]
+        ring = Ring(nodes, self._rank, self._keys, conn.expiring_beats, t.dead_after,
+                    t.keep_alive_interval)
         healthy = False
         try:
-            next_beat = 0.0
-            pulse = self._pulse()
-            while not stop.is_set():
-                now = time.monotonic()
-                if now >= next_beat:
-                    store.beat(self._keys.beat(self.node_id))
-                    next_beat = now + t.keep_alive_interval
-                if store.wait([over], t.keep_alive_interval / 2):
-                    end = self._end_from(over, store)
-                    healthy = True
-                    self._set_end(end, stop)
-                    return
-                while ring:
-                    beat = store.last_beat(self._keys.beat(ring[0]["id"]))
-                    if beat is not None and beat >= CLOSED:  # it left normally
-                        ring.pop(0)
-                        pulse = self._pulse()
-                        continue
-                    # A store that stalled this long (torch's server blocks while it looks up
-                    # a new client's name) silenced everyone: that is not a death.
-                    stalled = time.monotonic() - now > t.keep_alive_interval
-                    if pulse.dead(beat, time.monotonic(), stalled):
-                        self._declare_dead(store, k, ring[0], len(nodes))
-                    break
+            ended = keep_alive(conn, self._keys.beat(self.node_id), over, ring,
+                               t.keep_alive_interval, stop,
+                               lambda node: self._declare_dead(conn, k, node, len(nodes)))
+            end = self._end_from(over, conn) if ended else None
             healthy = True
+            if end is not None:
+                self._set_end(end, stop)
         except RendezvousError as exc:
             self._set_end(RoundEnd("store", str(exc), restart=False), stop)
         finally:
             if healthy:  # the next round's thread can use it
                 with self._lock:
-                    self._connections.append(store)
+                    self._connections.append(conn)
             else:
-                store.close()
+                conn.close()
 
-    def _declare_dead(self, store: RendezvousStore, k: int, node: dict[str, Any], world: int,
+    def _declare_dead(self, conn: Connection, k: int, node: dict[str, Any], world: int,
                       ) -> None:
-        finished = store.get(self._keys.of(k, "succeeded"))
+        finished = conn.get(self._keys.of(k, "succeeded"))
         survivors = world - 1 - (int(finished) if finished else 0)
         who = f"node {node['host']} ({node['id']})"
         silence = f"sent no heartbeat for {self.timeouts.dead_after:g}s"
@@ -678,7 +530,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             end = RoundEnd("lost", f"{who} {silence}; {survivors} node(s) remain but --nnodes "
                            f"needs at least {self._min}", restart=False, survivors=survivors)
         log.warning("%s", end.message)
-        store.compare_set(self._keys.of(k, "over"), None, _encode(asdict(end)))
+        conn.compare_set(self._keys.of(k, "over"), None, encode(asdict(end)))
 
     # -- ending a round ------------------------------------------------------------------
 
@@ -687,14 +539,14 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if k is None:
             return end
         key = self._keys.of(k, "over")
-        stored = self._call(self._store.compare_set, key, None, _encode(asdict(end)))
+        stored = self._conn.compare_set(key, None, encode(asdict(end)))
         winner = RoundEnd.from_dict(self._decode(key, stored))
         if k == self._round:
             self._set_end(winner, None)
         return winner
 
-    def _end_from(self, key: str, store: RendezvousStore | None = None) -> RoundEnd:
-        value = (store or self._store).get(key)
+    def _end_from(self, key: str, conn: Connection | None = None) -> RoundEnd:
+        value = (conn or self._conn).get(key)
         if value is None:
             raise RendezvousStateError(f"{key} vanished from the store at {self._store.endpoint}")
         return RoundEnd.from_dict(self._decode(key, value))
@@ -715,13 +567,13 @@ class ElasticRendezvousHandler(RendezvousHandler):
         """Leaving while counted in a round that has not started (a signal during the wait):
         take this node out, so the others do not start a round with it."""
         if self._spare_for is not None:
-            self._call(self._store.add, self._keys.of(self._spare_for, "extra"), -1)
+            self._conn.add(self._keys.of(self._spare_for, "extra"), -1)
             self._spare_for = None
         if self._joining is None:
             return
         k, self._joining = self._joining, None
         keys = self._keys
-        total = self._call(self._store.add, keys.of(k, "joined"), CLOSED)
+        total = self._conn.add(keys.of(k, "joined"), CLOSED)
         if total < 2 * CLOSED:
             # This node closed the forming round: abandon it, and the others move on to the next
             # round at once (the ``over`` key first: it tells the next round whom to expect).
@@ -730,8 +582,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._post_end(RoundEnd("left", why, restart=True, survivors=joined - 1), k)
             done: dict[str, Any] = {"round": k, "retry": why,
                     "restart_count": self._restart_count(k, self._previous(k))}
-            self._call(self._store.set, keys.of(k, "done"), _encode(done))
-            self._call(self._store.compare_set, keys.of(k, "min"), None, b"closed")
+            self._conn.set(keys.of(k, "done"), encode(done))
+            self._conn.compare_set(keys.of(k, "min"), None, b"closed")
             return
         try:
             done = self._read_done(k)
@@ -759,7 +611,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _survivors(self) -> int:
         if self._round is None or self._done is None:
             return 0
-        finished = self._get(self._keys.of(self._round, "succeeded"))
+        finished = self._conn.get(self._keys.of(self._round, "succeeded"))
         return len(self._done["nodes"]) - (int(finished) if finished else 0)
 
     def _leave(self) -> None:
@@ -767,7 +619,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         dead. Only called once this node's part in the round is over."""
         if not self._left and self._round is not None:
             self._left = True
-            self._call(self._store.beat, self._keys.beat(self.node_id), CLOSED)
+            self._conn.mark_left(self._keys.beat(self.node_id))
 
     def _clean_up(self) -> None:
         """The job is over and every other node of its last round has left: delete the run's
@@ -775,36 +627,33 @@ class ElasticRendezvousHandler(RendezvousHandler):
         marks itself gone before it looks at the others, so the last one out sees all marks."""
         if self._round is None or self._done is None:
             return
-        over = self._get(self._keys.of(self._round, "over"))
+        over = self._conn.get(self._keys.of(self._round, "over"))
         if over is None or RoundEnd.from_dict(self._decode("over", over)).restart:
             return  # the job goes on without this node
         for node in self._done["nodes"]:
             if node["id"] != self.node_id:
-                beat = self._store.last_beat(self._keys.beat(node["id"]))
-                if beat is not None and beat < CLOSED:
+                beat = self._conn.read_beat(self._keys.beat(node["id"]))
+                if beat.count is not None and not beat.left:
                     return  # still there; on a counter store also a node that died
-        self._call(self._store.delete_prefix, self._keys.prefix)
+        self._conn.delete_prefix(self._keys.prefix)
         log.debug("deleted the keys of run %r from %s", self._run_id, self._store.endpoint)
 
     def _serve_until_others_leave(self) -> None:
         """This agent hosts the store: stay until every other node has left or died."""
         t = self.timeouts
-        pulses: dict[str, _Pulse] = {}
+        pulses = self._pulses()
         told = False
         while True:
-            current = self._get(self._keys.current)
+            current = self._conn.get(self._keys.current)
             k = int(current) if current else 0
-            done_value = self._get(self._keys.of(k, "done"))
+            done_value = self._conn.get(self._keys.of(k, "done"))
             nodes = self._decode("done", done_value).get("nodes", []) if done_value else []
             others = []
             for node in nodes:
                 if node["id"] == self.node_id:
                     continue
-                beat = self._store.last_beat(self._keys.beat(node["id"]))
-                if beat is not None and beat >= CLOSED:
-                    continue
-                pulse = pulses.setdefault(node["id"], self._pulse())
-                if not pulse.dead(beat, time.monotonic()):
+                beat = self._conn.read_beat(self._keys.beat(node["id"]))
+                if pulses.running(node["id"], beat, time.monotonic()):
                     others.append(node["host"])
             if not others:
                 return
@@ -814,16 +663,16 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 told = True
             time.sleep(t.keep_alive_interval)  # an exit barrier, not a rendezvous: polling is fine
 
-    def _pulse(self) -> _Pulse:
-        return _Pulse(self._store.expiring_beats, self.timeouts.dead_after)
+    def _pulses(self) -> Pulses:
+        return Pulses(self._store.expiring_beats, self.timeouts.dead_after)
 
-    # -- store access -----------------------------------------------------------------------
+    # -- the job's shape and where it stands ---------------------------------------------
 
     def _check_meta(self) -> None:
         if self._checked_meta:
             return
-        mine = _encode({"min": self._min, "max": self._max})
-        stored = self._call(self._store.compare_set, self._keys.meta, None, mine)
+        mine = encode({"min": self._min, "max": self._max})
+        stored = self._conn.compare_set(self._keys.meta, None, mine)
         if stored != mine:
             meta = self._decode(self._keys.meta, stored)
             raise RendezvousStateError(
@@ -834,7 +683,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._checked_meta = True
 
     def _current_round(self) -> int:
-        value = self._get(self._keys.current)
+        value = self._conn.get(self._keys.current)
         if value is None:
             return 0
         try:
@@ -845,43 +694,4 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 "round number; the store is shared with something else, or corrupt") from None
 
     def _decode(self, key: str, value: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(value)
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            raise RendezvousStateError(
-                f"{key} at {self._store.endpoint} holds {value[:60]!r}, which is not a pliant "
-                "rendezvous value; the store is shared with something else, or corrupt")
-        if data.get("v") != PROTOCOL_VERSION:
-            raise RendezvousStateError(
-                f"{key} at {self._store.endpoint} was written by rendezvous protocol version "
-                f"{data.get('v')!r}; this pliant speaks version {PROTOCOL_VERSION}. Run the same "
-                "pliant version on every node, or use another --rdzv-id")
-        return data
-
-    def _wait(self, keys: list[str], deadline: float) -> bool:
-        """Wait for keys until ``deadline`` (monotonic), in slices short enough for signals."""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self._call(self._store.wait, keys, min(left, WAIT_SLICE)):
-                return True
-
-    def _get(self, key: str) -> bytes | None:
-        value: bytes | None = self._call(self._store.get, key)
-        return value
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except RendezvousConnectionError:
-            self._lost = True
-            raise
-        except RendezvousError:
-            raise
-        except (OSError, RuntimeError) as exc:
-            self._lost = True
-            raise RendezvousConnectionError(
-                f"rendezvous store at {self._store.endpoint} failed: {exc}") from exc
+        return decode(key, value, self._store.endpoint)

@@ -7,7 +7,7 @@ behind (a half-written store, a dead worker's address) can reach the next one.
 
 from __future__ import annotations
 
-import socket
+from collections.abc import Mapping
 from typing import Any
 
 from pliant.errors import ConfigError
@@ -17,6 +17,7 @@ from pliant.rendezvous.api import (
     RendezvousInfo,
     RendezvousParameters,
 )
+from pliant.rendezvous.net import free_port
 from pliant.settings import Setting, parse_bool, parse_float, parse_int, parse_str
 
 __all__ = ["EMBEDDED_SETTINGS", "EmbeddedRendezvousHandler", "create_embedded_handler"]
@@ -37,14 +38,6 @@ EMBEDDED_SETTINGS: tuple[Setting, ...] = (
     Setting("store_type", parse_str, "tcp", _COMPAT),
     Setting("use_libuv", parse_bool, True, _COMPAT),
 )
-
-
-def free_port(addr: str) -> int:
-    """A port nobody listens on right now, chosen by the kernel."""
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((addr, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedRendezvousHandler(RendezvousHandler):
@@ -84,7 +77,9 @@ class EmbeddedRendezvousHandler(RendezvousHandler):
         return self._run_id
 
 
-def create_embedded_handler(params: RendezvousParameters) -> EmbeddedRendezvousHandler:
+def create_embedded_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
+                            ) -> EmbeddedRendezvousHandler:
+    """The factory; ``settings`` (torchrun's keys) change nothing for one node."""
     if params.max_nodes != 1:
         raise ConfigError(
             f"the embedded rendezvous runs one node, but --nnodes asks for "

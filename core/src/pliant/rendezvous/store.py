@@ -12,11 +12,12 @@ The interface is three things:
   numbers without a single failed compare-and-set;
 * **change notification** (:meth:`~RendezvousStore.wait`): block until keys
   exist, woken by the store (TCPStore's wait, an etcd watch), never by polling;
-* **liveness** (:meth:`~RendezvousStore.beat` and
-  :meth:`~RendezvousStore.last_beat`): heartbeat counters by default, which
-  the watching node must see move; a store with leases overrides both and sets
-  :attr:`~RendezvousStore.expiring_beats`, and then a node is alive while its
-  key exists.
+* **liveness** (:meth:`~RendezvousStore.beat`, :meth:`~RendezvousStore.mark_left`
+  and :meth:`~RendezvousStore.read_beat`): heartbeat counters by default, which
+  the watching node must see move; a node that leaves normally says so with
+  ``mark_left``, and readers see ``Beat.left``. A store with leases overrides
+  ``beat`` and sets :attr:`~RendezvousStore.expiring_beats`, and then a node is
+  alive while its key exists; its mark of having left must outlive the lease.
 
 Values are bytes, and never empty (TCPStore cannot tell an empty value from a
 missing key in a compare-and-set). Every method raises
@@ -28,8 +29,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["RendezvousStore"]
+__all__ = ["LEFT", "Beat", "RendezvousStore"]
+
+#: What :meth:`RendezvousStore.mark_left` adds to a heartbeat counter: a count at or above it
+#: says the node left. Part of the wire format (agents of every version read it alike).
+LEFT = 1 << 40
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One reading of a node's heartbeat key (:meth:`RendezvousStore.read_beat`)."""
+
+    #: The beat count; None before the first beat, or once the store expired the key.
+    count: int | None
+    #: The node said it left normally (:meth:`RendezvousStore.mark_left`).
+    left: bool
 
 
 class RendezvousStore(ABC):
@@ -83,12 +99,21 @@ class RendezvousStore(ABC):
     def beat(self, key: str, amount: int = 1) -> int:
         """Say "this node is alive" under ``key``; returns the new beat count.
 
-        The protocol adds a large amount (``CLOSED``) when a node leaves normally: that count
-        must stay readable with :meth:`last_beat` until the run's keys are deleted, even on a
-        store whose beats expire."""
+        :meth:`mark_left` adds :data:`LEFT` here: a count that reaches it must stay readable
+        until the run's keys are deleted, even on a store whose beats expire."""
         return self.add(key, amount)
 
     def last_beat(self, key: str) -> int | None:
         """The beat count under ``key``, or None before the first beat."""
         value = self.get(key)
         return None if value is None else int(value)
+
+    def mark_left(self, key: str) -> None:
+        """Say "this node left normally" under its heartbeat ``key``: the node watching it moves
+        on instead of calling it dead. Read back by :meth:`read_beat` as ``left``."""
+        self.beat(key, LEFT)
+
+    def read_beat(self, key: str) -> Beat:
+        """The heartbeat under ``key``, and whether its node left; one store read."""
+        count = self.last_beat(key)
+        return Beat(count, count is not None and count >= LEFT)

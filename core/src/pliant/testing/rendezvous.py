@@ -57,8 +57,9 @@ from pliant.rendezvous.api import (
     RendezvousTimeoutError,
     RoundEnd,
 )
-from pliant.rendezvous.elastic import PROTOCOL_VERSION, ElasticRendezvousHandler
-from pliant.rendezvous.store import RendezvousStore
+from pliant.rendezvous.elastic import ElasticRendezvousHandler
+from pliant.rendezvous.keys import PROTOCOL_VERSION
+from pliant.rendezvous.store import LEFT, Beat, RendezvousStore
 
 __all__ = [
     "FAST_TIMEOUTS",
@@ -410,12 +411,32 @@ class RendezvousStoreTests:
             assert other.last_beat(key("beat")) != before
             if store.expiring_beats:
                 assert before is None
-            # The protocol marks a node that left by adding a large amount.
-            left = store.beat(key("beat"), 1 << 40)
-            assert left >= 1 << 40
-            assert other.last_beat(key("beat")) == left
+            assert other.read_beat(key("beat")).count is not None
         finally:
             other.close()
+
+    def test_a_beat_read_says_whether_its_node_left(
+            self, store: RendezvousStore, key: Callable[[str], str]) -> None:
+        other = store.clone()
+        try:
+            assert other.read_beat(key("beat")) == Beat(None, False), "no beat yet"
+            store.beat(key("beat"))
+            assert other.read_beat(key("beat")).left is False
+            store.mark_left(key("beat"))
+            seen = other.read_beat(key("beat"))
+            assert seen.left is True and seen.count is not None
+            # The wire format agents of every version read: the count is at least LEFT.
+            assert seen.count >= LEFT and other.last_beat(key("beat")) == seen.count
+            store.beat(key("beat"))  # a beat that was on its way does not undo it
+            assert other.read_beat(key("beat")).left is True
+        finally:
+            other.close()
+
+    def test_a_node_that_left_without_beating_is_marked(
+            self, store: RendezvousStore, key: Callable[[str], str]) -> None:
+        # A node whose round ended before its keep-alive thread beat leaves all the same.
+        store.mark_left(key("beat"))
+        assert store.read_beat(key("beat")).left is True
 
     def test_delete_prefix_spares_other_keys(self, store: RendezvousStore,
                                              key: Callable[[str], str]) -> None:

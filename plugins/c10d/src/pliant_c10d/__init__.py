@@ -17,26 +17,37 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pliant.errors import ConfigError, UsageError
-from pliant.hookspecs import hookimpl
-from pliant.registrations import RendezvousBackend
-from pliant.rendezvous import (
+from pliant.plugin import (
+    ELASTIC_SETTINGS,
+    ConfigError,
+    ElasticRendezvousHandler,
+    RendezvousBackend,
     RendezvousConnectionError,
     RendezvousHandler,
     RendezvousParameters,
+    RendezvousStore,
+    Setting,
+    Timeouts,
+    UsageError,
+    hookimpl,
+    parse_bool,
+    parse_conf,
+    parse_float,
+    parse_str,
+    split_host_port,
 )
-from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
-from pliant.rendezvous.store import RendezvousStore
-from pliant.settings import Setting, parse_bool, parse_float, parse_str
 
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import TCPStore
 
-__all__ = ["DEFAULT_PORT", "TCPRendezvousStore", "create_handler", "serve"]
+__all__ = ["DEFAULT_PORT", "PLUGIN_API", "TCPRendezvousStore", "create_handler", "serve"]
+
+#: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
+PLUGIN_API = 1
 
 log = logging.getLogger("pliant.c10d")
 
@@ -167,25 +178,10 @@ def _first_line(exc: BaseException) -> str:
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) to a host and a port (default 29400)."""
-    text = endpoint.strip()
-    if not text:
+    if not endpoint.strip():
         raise ConfigError("the c10d rendezvous needs --rdzv-endpoint HOST[:PORT] (the host "
                           "that runs the store, or `pliant store`)")
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        if not port_text:  # "node1:" is usually an unset $PORT, not a wish for the default
-            raise ConfigError(f"--rdzv-endpoint {endpoint!r} has a ':' but no port; give "
-                              f"HOST:PORT, or just HOST for port {DEFAULT_PORT}")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"--rdzv-endpoint {endpoint!r}: port {port_text!r} is not a number "
-                          "from 1 to 65535")
-    return host, int(port_text)
+    return split_host_port(endpoint, DEFAULT_PORT, endpoint)
 
 
 def _resolve(host: str, endpoint: str) -> list[str]:
@@ -244,19 +240,25 @@ def open_store(endpoint: str, timeout: float, is_host: bool | None) -> TCPRendez
 class C10dRendezvousHandler(ElasticRendezvousHandler):
     """The core protocol on a TCPStore."""
 
-    def __init__(self, params: RendezvousParameters) -> None:
-        timeouts = Timeouts.from_params(params)
+    def __init__(self, params: RendezvousParameters,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        """``settings``: C10D_SETTINGS, parsed (the factory's); parsed from ``params.config``
+        when not given."""
+        if settings is None:
+            settings = parse_conf(params, C10D_SETTINGS, "rendezvous backend 'c10d'")
+        timeouts = Timeouts.from_settings(settings)
         endpoint = params.endpoint
         if not endpoint.strip() and params.get("master_addr"):
             # torchrun's static command line: --master-addr/--master-port name the meeting point.
             endpoint = f"{params.get('master_addr')}:{params.get('master_port') or 29500}"
             log.info("no --rdzv-endpoint: using --master-addr/--master-port, %s", endpoint)
-        store = open_store(endpoint, timeouts.read_timeout, params.get_as_bool("is_host", None))
-        super().__init__("c10d", store, params, hosts_store=store.hosts)
+        store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"))
+        super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts)
 
 
-def create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    return C10dRendezvousHandler(params)
+def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
+                   ) -> RendezvousHandler:
+    return C10dRendezvousHandler(params, settings)
 
 
 def serve(host: str, port: int) -> None:

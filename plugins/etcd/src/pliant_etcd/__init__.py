@@ -15,21 +15,36 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from pliant.errors import ConfigError
-from pliant.hookspecs import hookimpl
-from pliant.registrations import RendezvousBackend
-from pliant.rendezvous import RendezvousHandler, RendezvousParameters
-from pliant.rendezvous.elastic import ELASTIC_SETTINGS, ElasticRendezvousHandler, Timeouts
-from pliant.settings import Setting, parse_choice, parse_float, parse_str
+from pliant.plugin import (
+    ELASTIC_SETTINGS,
+    ConfigError,
+    ElasticRendezvousHandler,
+    RendezvousBackend,
+    RendezvousHandler,
+    RendezvousParameters,
+    Setting,
+    Timeouts,
+    hookimpl,
+    members,
+    parse_choice,
+    parse_conf,
+    parse_float,
+    parse_str,
+    split_host_port,
+    split_scheme,
+)
 
 if TYPE_CHECKING:
     from pliant_etcd.store import EtcdConfig
 
-__all__ = ["DEFAULT_PORT", "ETCD_SETTINGS", "EtcdRendezvousHandler", "config_from",
-           "create_handler", "parse_endpoints"]
+__all__ = ["DEFAULT_PORT", "ETCD_SETTINGS", "PLUGIN_API", "EtcdRendezvousHandler",
+           "config_from", "create_handler", "parse_endpoints"]
+
+#: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
+PLUGIN_API = 1
 
 #: etcd's client port.
 DEFAULT_PORT = 2379
@@ -72,40 +87,21 @@ ETCD_SETTINGS: tuple[Setting, ...] = (
 def parse_endpoints(endpoint: str) -> tuple[tuple[tuple[str, int], ...], bool]:
     """``[https://]host[:port],...`` (IPv6 in brackets) to members and whether one said
     https."""
-    members, https = [], False
-    for item in endpoint.split(","):
-        text = item.strip()
-        if not text:
-            continue
-        scheme, sep, rest = text.partition("://")
-        if sep:
-            if scheme not in ("http", "https"):
-                raise ConfigError(f"--rdzv-endpoint {endpoint!r}: {scheme!r} is not http or "
-                                  "https")
-            https, text = https or scheme == "https", rest.rstrip("/")
-        host, port_text = text, ""
-        if text.startswith("["):
-            host, _, after = text[1:].partition("]")
-            port_text = after.removeprefix(":")
-        elif text.count(":") == 1:
-            host, port_text = text.split(":")
-            if not port_text:
-                raise ConfigError(f"--rdzv-endpoint {endpoint!r}: {item.strip()!r} has a ':' "
-                                  f"but no port; give HOST:PORT, or HOST for port {DEFAULT_PORT}")
-        if not host:
-            raise ConfigError(f"--rdzv-endpoint {endpoint!r}: {item.strip()!r} has no host")
-        if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
-            raise ConfigError(f"--rdzv-endpoint {endpoint!r}: port {port_text!r} is not a "
-                              "number from 1 to 65535")
-        members.append((host, int(port_text) if port_text else DEFAULT_PORT))
-    if not members:
+    found, https = [], False
+    for item in members(endpoint):
+        scheme, text = split_scheme(item)
+        if scheme and scheme not in ("http", "https"):
+            raise ConfigError(f"--rdzv-endpoint {endpoint!r}: {scheme!r} is not http or https")
+        https = https or scheme == "https"
+        found.append(split_host_port(text, DEFAULT_PORT, endpoint))
+    if not found:
         raise ConfigError("the etcd rendezvous needs --rdzv-endpoint HOST[:PORT][,HOST:PORT...] "
                           "(the etcd members' client addresses)")
-    return tuple(members), https
+    return tuple(found), https
 
 
-def _file(params: RendezvousParameters, name: str) -> str | None:
-    path = params.get(name)
+def _file(settings: Mapping[str, Any], name: str) -> str | None:
+    path = settings.get(name)
     if path is None:
         return None
     path = os.path.expanduser(str(path))
@@ -117,25 +113,34 @@ def _file(params: RendezvousParameters, name: str) -> str | None:
     return path
 
 
-def config_from(params: RendezvousParameters) -> EtcdConfig:
-    """The store's configuration from the endpoint and the ``--rdzv-conf`` settings."""
+def _settings(params: RendezvousParameters) -> dict[str, Any]:
+    """ETCD_SETTINGS parsed from ``params.config``, for a handler built by hand."""
+    return parse_conf(params, ETCD_SETTINGS, "rendezvous backend 'etcd'")
+
+
+def config_from(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
+                timeouts: Timeouts | None = None) -> EtcdConfig:
+    """The store's configuration from the endpoint and the ``--rdzv-conf`` settings (parsed;
+    from ``params.config`` when not given)."""
     from pliant_etcd.store import EtcdConfig
 
+    if settings is None:
+        settings = _settings(params)
+    timeouts = timeouts or Timeouts.from_settings(settings)
     members, https = parse_endpoints(params.endpoint)
-    cacert, cert, key = _file(params, "cacert"), _file(params, "cert"), _file(params, "key")
+    cacert, cert, key = _file(settings, "cacert"), _file(settings, "cert"), _file(settings, "key")
     if (cert is None) != (key is None):
         raise ConfigError(f"cert and key (from {_WHERE}) go together: give both, or neither")
-    protocol = params.get("protocol") or ("https" if https or cacert else "http")
+    protocol = settings.get("protocol") or ("https" if https or cacert else "http")
     if protocol == "https" and cacert is None:
         raise ConfigError(f"protocol https needs cacert=FILE (from {_WHERE}): the CA that "
                           "signed the etcd members' certificates")
-    user, password = params.get("user"), params.get("password")
+    user, password = settings.get("user"), settings.get("password")
     if (user is None) != (password is None):
         raise ConfigError(f"user and password (from {_WHERE}) go together: give both, or "
                           "neither")
-    timeouts = Timeouts.from_params(params)
     return EtcdConfig(
-        members=members, prefix=params.get("key_prefix") or "/pliant/",
+        members=members, prefix=settings["key_prefix"],
         timeout=timeouts.read_timeout, lease_ttl=max(1, math.ceil(timeouts.dead_after)),
         cacert=cacert, cert=cert, key=key, tls=protocol == "https", user=user,
         password=password)
@@ -144,15 +149,22 @@ def config_from(params: RendezvousParameters) -> EtcdConfig:
 class EtcdRendezvousHandler(ElasticRendezvousHandler):
     """The core protocol on an etcd cluster."""
 
-    def __init__(self, params: RendezvousParameters) -> None:
+    def __init__(self, params: RendezvousParameters,
+                 settings: Mapping[str, Any] | None = None) -> None:
+        """``settings``: ETCD_SETTINGS, parsed (the factory's); parsed from ``params.config``
+        when not given."""
         from pliant_etcd.store import EtcdRendezvousStore
 
-        store = EtcdRendezvousStore(config_from(params))
-        super().__init__("etcd", store, params)
+        if settings is None:
+            settings = _settings(params)
+        timeouts = Timeouts.from_settings(settings)
+        store = EtcdRendezvousStore(config_from(params, settings, timeouts))
+        super().__init__("etcd", store, params, timeouts)
 
 
-def create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    return EtcdRendezvousHandler(params)
+def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
+                   ) -> RendezvousHandler:
+    return EtcdRendezvousHandler(params, settings)
 
 
 @hookimpl

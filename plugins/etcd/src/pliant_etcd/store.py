@@ -12,7 +12,8 @@ How each part of :class:`~pliant.rendezvous.store.RendezvousStore` maps onto etc
   they saw: nothing is missed, nothing is seen twice.
 * **liveness** is a lease: ``beat`` keeps it alive, and the node's key is
   attached to it, so etcd itself deletes the key of a node that stopped beating
-  (``expiring_beats``).
+  (``expiring_beats``). ``mark_left`` writes the key without the lease, so that
+  "this node left" outlives it.
 
 Every call is retried on another member until ``read_timeout`` runs out; then it
 raises :class:`~pliant.rendezvous.RendezvousConnectionError` naming the members
@@ -33,9 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pliant.rendezvous import RendezvousConnectionError, RendezvousError
-from pliant.rendezvous.elastic import CLOSED
-from pliant.rendezvous.store import RendezvousStore
+from pliant.plugin import RendezvousConnectionError, RendezvousError, RendezvousStore
 
 from pliant_etcd._grpc import events, exceptions, grpc, pyetcd
 
@@ -126,6 +125,7 @@ class EtcdRendezvousStore(RendezvousStore):
         self._lease: int | None = None
         self._leased: set[bytes] = set()
         self._beats: dict[bytes, int] = {}
+        self._left: set[bytes] = set()  # heartbeat keys of nodes that left: no lease
         self._call(self._check, what="connect")
 
     # -- connecting ---------------------------------------------------------------------
@@ -248,11 +248,17 @@ class EtcdRendezvousStore(RendezvousStore):
         with self._cond:
             self._present = {k for k in self._present if not k.startswith(full)}
 
+    def mark_left(self, key: str) -> None:
+        """The node left normally: its heartbeat key is written without the lease, so that
+        this outlives it (the count itself is the base class's)."""
+        self._left.add(self._key(key))
+        super().mark_left(key)
+
     def beat(self, key: str, amount: int = 1) -> int:
         full = self._key(key)
         count = self._beats.get(full, 0) + amount
         self._beats[full] = count
-        if count >= CLOSED:  # the node left normally: this must outlive its lease
+        if full in self._left:
             self._call(self._client.put, full, str(count))
             return count
         if self._lease is None or not self._call(self._refresh, self._lease):
@@ -262,10 +268,6 @@ class EtcdRendezvousStore(RendezvousStore):
             self._call(self._client.put, full, str(count), lease=self._lease)
             self._leased.add(full)
         return count
-
-    def last_beat(self, key: str) -> int | None:
-        value = self.get(key)
-        return None if value is None else int(value)
 
     # -- etcd calls -------------------------------------------------------------------------------
 
