@@ -7,7 +7,10 @@ function alike (a lazy import is still an import), and leaves out those under
 
 * a **circle** among core's files fails: each one found is printed as ``a -> b -> a``;
 * an import from a module to one of a **higher layer** fails. The layers are listed in
-  :data:`LAYERS`, bottom first, and are the same as in ``docs/architecture.md``.
+  :data:`LAYERS`, bottom first, and are the same as in ``docs/architecture.md``;
+* a **plugin** (``plugins/*/src``) or a code example of the plugin guide
+  (``docs/plugin-guide.md``) that imports from pliant-core anything but
+  :mod:`pliant.plugin`, the plugin author's surface, fails.
 
 ``pliant/__init__.py`` (the package face) is left out of the graph: it imports nothing at
 run time but by name, on first attribute access, and every module sits below it.
@@ -18,11 +21,14 @@ Run ``python tools/check_imports.py``; exit status 1 when something is wrong.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent / "core" / "src"
+REPO = Path(__file__).resolve().parent.parent
+ROOT = REPO / "core" / "src"
+PLUGIN_SURFACE = "pliant.plugin"
 
 #: Bottom first. A module belongs to the layer of the longest entry that names it or a
 #: package above it (``pkg.*``: the package's submodules, not the package itself); it may
@@ -105,6 +111,39 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
             if target and target != "pliant" and target != me:
                 found.add(target)
     return found
+
+
+def _outside_surface(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, module) of each import of a pliant-core module other than the surface."""
+    for node in _imports(tree):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if not node.level else [])
+        for name in names:
+            if (name == "pliant" or name.startswith("pliant.")) and name != PLUGIN_SURFACE:
+                yield node.lineno, name
+
+
+def plugin_problems() -> list[str]:
+    """Imports of core from the plugins' sources and from the plugin guide's examples."""
+    problems = []
+    for path in sorted(REPO.glob("plugins/*/src/**/*.py")):
+        for line, name in _outside_surface(ast.parse(path.read_text(), str(path))):
+            problems.append(f"{path.relative_to(REPO)}:{line} imports {name}: a plugin imports "
+                            f"pliant only from {PLUGIN_SURFACE}")
+    guide = REPO / "docs" / "plugin-guide.md"
+    # Its last section shows a program that uses pliant without a plugin: not plugin code.
+    text = guide.read_text().split("\n## Without entry points", 1)[0]
+    blocks = re.findall(r"^```python[^\n]*\n(.*?)^```", text, re.M | re.S)
+    for block in blocks:
+        try:
+            tree = ast.parse(block)
+        except SyntaxError:  # an abridged example: its import lines are still read
+            tree = ast.parse("\n".join(line for line in block.splitlines()
+                                       if line.startswith(("import ", "from "))))
+        for _, name in _outside_surface(tree):
+            problems.append(f"{guide.relative_to(REPO)}: an example imports {name}: plugin "
+                            f"authors import pliant only from {PLUGIN_SURFACE}")
+    return problems
 
 
 def layer_of(module: str) -> int:
@@ -198,10 +237,12 @@ def main() -> int:
             if low >= 0 and high > low:
                 problems.append(f"{name} (layer {low}) imports {target} from a higher layer "
                                 f"({high})")
+    problems += plugin_problems()
     if problems:
         print("\n".join(problems))
         return 1
-    print(f"imports of {len(graph)} core modules run one way, with no circle")
+    print(f"imports of {len(graph)} core modules run one way, with no circle; the plugins and "
+          f"the plugin guide import core only from {PLUGIN_SURFACE}")
     return 0
 
 

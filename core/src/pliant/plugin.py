@@ -26,7 +26,8 @@ What is here, by use:
   helpers :func:`members`, :func:`split_scheme`, :func:`split_host_port`, :func:`free_port`;
 * **conformance kits** (they import pytest: use them from your tests only):
   :class:`RendezvousStoreTests`, :class:`RendezvousHandlerTests` and
-  :class:`MemoryRendezvousStore`, an in-memory store to try a handler on.
+  :class:`MemoryRendezvousStore`, an in-memory store to try a handler on, and
+  :class:`PluginManager`, to load your plugin in-process in a test.
 
 Names load on first use, so importing this module costs next to nothing: a plugin that
 registers a metric handler does not import the rendezvous protocol.
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from pliant.events.types import Event, EventHandler, EventMetadataValue, EventSource
     from pliant.hookspecs import PLUGIN_API, PROJECT, hookimpl
     from pliant.metrics.types import MetricData, MetricHandler
+    from pliant.plugins import PluginManager
     from pliant.registrations import (
         EventBackend,
         EventFactory,
@@ -94,6 +96,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "pliant.events.types": ("Event", "EventHandler", "EventMetadataValue", "EventSource"),
     "pliant.hookspecs": ("PLUGIN_API", "PROJECT", "hookimpl"),
     "pliant.metrics.types": ("MetricData", "MetricHandler"),
+    "pliant.plugins": ("PluginManager",),
     "pliant.registrations": ("EventBackend", "EventFactory", "MetricBackend", "MetricFactory",
                              "Registration", "RendezvousBackend", "RendezvousFactory",
                              "Settings", "TimerBackend", "TimerFactory"),
@@ -136,6 +139,7 @@ __all__ = [
     "MetricHandler",
     "PliantError",
     "PluginError",
+    "PluginManager",
     "Registration",
     "RendezvousBackend",
     "RendezvousClosedError",

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pliant.rendezvous import RendezvousHandler, RendezvousParameters
-from pliant.testing.rendezvous import (
+from pliant.plugin import (
     MakeHandler,
+    RendezvousHandler,
     RendezvousHandlerTests,
+    RendezvousParameters,
     RendezvousStoreTests,
 )
 from pliant_c10d import C10dRendezvousHandler, TCPRendezvousStore, parse_endpoint

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-from pliant.rendezvous import RendezvousHandler, RendezvousParameters
-from pliant.testing.rendezvous import (
+from pliant.plugin import (
     MakeHandler,
+    RendezvousHandler,
     RendezvousHandlerTests,
+    RendezvousParameters,
     RendezvousStoreTests,
 )
 from pliant_etcd import EtcdRendezvousHandler, parse_endpoints
