@@ -162,3 +162,15 @@ def test_debug_after_the_script_is_the_scripts_argument(pliant):
     result = pliant("run", "missing.py", "--debug")
 
     assert_user_error(result, "training script 'missing.py'")
+
+
+def test_main_names_the_subcommand_of_the_argv_it_was_given(monkeypatch, capsys):
+    from pliant.cli import main
+
+    monkeypatch.setattr("sys.argv", ["some-launcher", "plugins"])  # not what main() parses
+
+    assert main(["run", "--no-such-flag", "train.py"]) == 2
+
+    err = capsys.readouterr().err
+    assert "--no-such-flag" in err
+    assert "See 'pliant run --help'" in err
