@@ -68,6 +68,8 @@ __getattr__ = face("pliant.metrics", _LAZY, prepare=_prepare)
 def _handlers_from_env() -> list[Any]:
     import os
 
+    if not os.environ.get("PLIANT_METRICS", "").strip():
+        return []  # nothing named: a process without handlers never loads the registry
     from pliant.plugins import handlers_from_env
 
     return handlers_from_env("metrics", os.environ)
