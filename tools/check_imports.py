@@ -34,7 +34,7 @@ PLUGIN_SURFACE = "pliant.plugin"
 #: package above it (``pkg.*``: the package's submodules, not the package itself); it may
 #: import from its own layer (without a circle) and from every layer below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pliant._version", "pliant.defaults", "pliant.errors", "pliant.settings"),
+    ("pliant._lazy", "pliant._version", "pliant.defaults", "pliant.errors", "pliant.settings"),
     ("pliant.config", "pliant.errorfile", "pliant._bootstrap"),
     # What a backend implements: interfaces and value types, no machinery.
     ("pliant.metrics.types", "pliant.events.types", "pliant.timer.types",

@@ -60,3 +60,17 @@ def test_parameters_have_typed_getters_and_refuse_min_above_max() -> None:
     assert params.get("missing", "d") == "d"
     with pytest.raises(ValueError, match="min_nodes=3 and max_nodes=2"):
         RendezvousParameters("x", "", "r", 3, 2)
+
+
+def test_timeouts_come_from_the_parsed_settings_with_the_declared_defaults() -> None:
+    from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts
+
+    defaults = {s.name: s.default for s in ELASTIC_SETTINGS}
+    assert Timeouts.defaults() == Timeouts(**defaults)
+    assert Timeouts.from_settings({"join_timeout": 5.0}).join_timeout == 5.0
+    by_hand = Timeouts.from_params(RendezvousParameters(
+        "c10d", "h:1", "run", 1, 2, join_timeout="5", master_addr="10.0.0.1"))
+    assert by_hand == Timeouts(**{**defaults, "join_timeout": 5.0})
+    with pytest.raises(ConfigError, match="join_timeout 'soon'"):
+        Timeouts.from_params(RendezvousParameters("c10d", "h:1", "run", 1, 2,
+                                                  join_timeout="soon"))

@@ -7,6 +7,7 @@ for little more than this file.
 
 from __future__ import annotations
 
+from pliant._lazy import face
 from pliant._version import __version__
 
 # Not `from typing import TYPE_CHECKING`: every worker imports this package, and
@@ -14,8 +15,6 @@ from pliant._version import __version__
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from pliant.agent import (
         LocalElasticAgent,
         ProcessFailure,
@@ -90,12 +89,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pliant' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = face("pliant", _LAZY)

@@ -1,14 +1,17 @@
 """The hooks a pliant plugin implements.
 
 A plugin is a module named by an entry point in the ``pliant`` group. It
-implements any of the four registration hooks below with ``@pliant.hookimpl``;
+implements any of the four registration hooks below with ``@hookimpl``;
 each hook returns the backends the plugin provides. pliant calls every
 implementation (none of these stops at the first result); selecting a name
 that two plugins provide is an error naming both.
 
-Example, from ``pliant-null``::
+A plugin imports these names, and everything else it uses of pliant-core, from
+:mod:`pliant.plugin`. Example, from ``pliant-null``::
 
-    from pliant import hookimpl, MetricBackend
+    from pliant.plugin import MetricBackend, hookimpl
+
+    PLUGIN_API = 1
 
     @hookimpl
     def pliant_metric_handlers():
@@ -45,9 +48,10 @@ def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:  # type: ignore
 
     Called once, when pliant first needs a rendezvous backend. A backend is
     selected by ``--rdzv-backend NAME`` (or ``rdzv_backend`` in a config file,
-    or ``PLIANT_RDZV_BACKEND``); its factory then receives the
-    :class:`~pliant.rendezvous.RendezvousParameters` with the validated
-    ``--rdzv-conf`` settings in ``params.config``.
+    or ``PLIANT_RDZV_BACKEND``); its factory then receives the job's
+    :class:`~pliant.rendezvous.RendezvousParameters` and its ``--rdzv-conf``
+    settings, validated and parsed (see
+    :class:`~pliant.registrations.RendezvousBackend`).
     """
 
 

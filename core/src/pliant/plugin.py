@@ -35,10 +35,10 @@ registers a metric handler does not import the rendezvous protocol.
 
 from __future__ import annotations
 
+from pliant._lazy import face
+
 TYPE_CHECKING = False  # not typing's: every plugin imports this module when listed
 if TYPE_CHECKING:
-    from typing import Any
-
     from pliant.errors import ConfigError, PliantError, PluginError, UsageError
     from pliant.events.types import Event, EventHandler, EventMetadataValue, EventSource
     from pliant.hookspecs import PLUGIN_API, PROJECT, hookimpl
@@ -180,16 +180,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pliant.plugin' has no attribute {name!r}; a plugin "
-                             f"imports only what this module exports: {', '.join(__all__)}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = face("pliant.plugin", _LAZY, hint="; a plugin imports only what this module "
+                   "exports (pliant.plugin.__all__)")
 
 
 def __dir__() -> list[str]:

@@ -19,6 +19,8 @@ calls also gives them the plugin registry as the way to build the handlers
 
 from __future__ import annotations
 
+from pliant._lazy import face
+
 # Not typing's TYPE_CHECKING: typing alone costs milliseconds of a worker's start-up.
 TYPE_CHECKING = False
 
@@ -67,24 +69,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pliant.events' has no attribute {name!r}")
-    import importlib
-
+def _prepare(module: str) -> None:
+    """Before the calls load: they build the handlers ``PLIANT_EVENTS`` names through the
+    plugin registry, which only this face may import."""
     if module == "pliant.events.api":
         from pliant._delivery.handlers import event_handlers
 
         event_handlers.load_with(_handlers_from_env)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+
+__getattr__ = face("pliant.events", _LAZY, prepare=_prepare)
 
 
 def _handlers_from_env() -> list[Any]:
     import os
 
+    if not os.environ.get("PLIANT_EVENTS", "").strip():
+        return []  # nothing named: a process without handlers never loads the registry
     from pliant.plugins import handlers_from_env
 
     return handlers_from_env("events", os.environ)

@@ -57,6 +57,12 @@ class Timeouts:
         return cls(**{s.name: settings.get(s.name, s.default) for s in ELASTIC_SETTINGS})
 
     @classmethod
+    def from_params(cls, params: RendezvousParameters) -> Timeouts:
+        """From ``params.config``, parsed here: for a handler built by hand, as before
+        factories received parsed settings. A factory uses :meth:`from_settings`."""
+        return cls.from_settings(parse_conf(params, ELASTIC_SETTINGS, "elastic rendezvous"))
+
+    @classmethod
     def defaults(cls) -> Timeouts:
         return cls.from_settings({})
 
