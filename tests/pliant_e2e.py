@@ -101,3 +101,21 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, pid={self.pid}, returncode={self.returncode})"
+
+
+def standby_pids(agent_pid: int) -> list[int]:
+    """The agent's children started as warm standbys (handed a worker or not)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if ppid == agent_pid and b"pliant._bootstrap import standby" in cmdline:
+            found.append(int(entry))
+    return found

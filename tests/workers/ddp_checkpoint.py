@@ -9,6 +9,7 @@ resumed run must end with exactly the weights of an uninterrupted one.
 import argparse
 import gc
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--crash-at", type=int, default=-1)
+    # Seconds rank 1 waits before that crash (warm-restart tests: standbys get ready).
+    parser.add_argument("--crash-delay", type=float, default=0.0)
     args = parser.parse_args()
 
     dist.init_process_group("gloo")  # env://, exactly as under torchrun
@@ -52,6 +55,7 @@ def main() -> None:
             os.replace(tmp, args.checkpoint)
         dist.barrier()
         if step + 1 == args.crash_at and attempt == 0 and rank == 1:
+            time.sleep(args.crash_delay)
             os._exit(3)
     if rank == 0:
         torch.save(model.state_dict(), args.out)

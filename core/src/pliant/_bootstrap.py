@@ -8,6 +8,11 @@ error file, so the agent can report the root cause even when the script does
 not use ``@record``. Modes: ``script``, ``module`` and ``function`` (a pickled
 callable, for function entrypoints; its return value is pickled back).
 
+:func:`standby` is the other way in: a warm standby (see :mod:`pliant.agent.standby`)
+imports its preload list, tells the agent it is ready, then waits for its assignment: the
+worker's whole environment, argv, cwd and its stdout and stderr (file descriptors, passed
+over a Unix socket). It puts them in place and runs :func:`main` as a cold worker would.
+
 Start-up time is restart time, so this module imports nearly nothing (not
 runpy, which pulls in typing): a script is compiled and run in a fresh
 ``__main__`` module, as the interpreter itself does.
@@ -20,6 +25,13 @@ import sys
 
 #: The launcher's command-line prefix; the agent appends MODE TARGET ARGS...
 COMMAND = ("-u", "-c", "from pliant._bootstrap import main; main()")
+#: A standby's command line (after the interpreter); its socket's fd is in STANDBY_FD_ENV.
+STANDBY_COMMAND = ("-u", "-c", "from pliant._bootstrap import standby; standby()")
+STANDBY_FD_ENV = "PLIANT_STANDBY_FD"
+#: What the standby imports: a comma list, or "auto" (see pliant.defaults.PRELOAD_AUTO).
+STANDBY_PRELOAD_ENV = "PLIANT_STANDBY_PRELOAD"
+#: A standby's messages to the agent: ready, or a preload that failed (then a text).
+READY, FAILED = b"R", b"F"
 
 _OWN_FILES = {__file__, "<string>", "<frozen runpy>"}
 
@@ -102,3 +114,65 @@ def main() -> None:
         _run_function(target)
     else:
         raise SystemExit(f"pliant._bootstrap: unknown mode {mode!r}")
+
+
+def _preload_list(value: str) -> list[str]:
+    if value != "auto":
+        return [name for name in value.split(",") if name]
+    from importlib.util import find_spec
+
+    from pliant.defaults import PRELOAD_AUTO
+
+    return list(PRELOAD_AUTO) if find_spec("torch") is not None else []
+
+
+def _receive(sock: object) -> tuple[dict[str, object], list[int]]:
+    """The assignment: an 8-byte length with the two fds, then a marshalled dict."""
+    import marshal
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    head, fds, _, _ = socket.recv_fds(sock, 8, 2)
+    if len(head) < 8:  # the agent closed the socket: it no longer wants this standby
+        os._exit(0)
+    size, chunks = int.from_bytes(head, "big"), []
+    while size > 0:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            os._exit(0)
+        chunks.append(chunk)
+        size -= len(chunk)
+    return marshal.loads(b"".join(chunks)), fds
+
+
+def standby() -> None:
+    """A warm standby's life: preload, say ready, wait, become the worker."""
+    import socket
+
+    _die_with_agent()
+    sock = socket.socket(fileno=int(os.environ[STANDBY_FD_ENV]))
+    for name in _preload_list(os.environ.get(STANDBY_PRELOAD_ENV, "")):
+        try:
+            __import__(name)
+        except BaseException as exc:  # any failure, SystemExit too, means: start cold
+            sock.sendall(FAILED + f"{name!r}: {type(exc).__name__}: {exc}".encode()[:4000])
+            os._exit(0)
+    sock.sendall(READY)
+    assignment, fds = _receive(sock)
+    sock.close()
+    # The worker's streams become fds 1 and 2; sys.stdout and sys.stderr write to those.
+    for fd, target in zip(fds, (1, 2), strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+    # Exactly the worker's environment: what the preload set or the standby had is dropped.
+    environ = assignment["env"]
+    assert isinstance(environ, dict)
+    os.environ.clear()
+    os.environ.update(environ)
+    cwd = assignment["cwd"]
+    assert isinstance(cwd, str)
+    os.chdir(cwd)
+    argv = assignment["argv"]
+    assert isinstance(argv, list)
+    sys.argv = ["-c", *argv]
+    main()

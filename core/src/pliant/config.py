@@ -113,6 +113,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Signals the agent forwards to its workers before it exits.", metavar="SIG,..."),
     Setting("shutdown_timeout", parse_float(minimum=0.0), defaults.SHUTDOWN_TIMEOUT,
             "Seconds between SIGTERM and SIGKILL when workers are stopped.", metavar="SECONDS"),
+    Setting("preload", parse_list, defaults.PRELOAD,
+            "Modules warm standby workers import before they are needed; 'auto': torch and "
+            "what a DDP first step imports, when the workers can import torch; '' for no "
+            "standby (every worker starts cold).", metavar="MODULE,..."),
     Setting("metrics", parse_list, (), "Metric handlers (plugin names); none by default.",
             metavar="NAME,..."),
     Setting("events", parse_list, (), "Event handlers (plugin names); none by default.",

@@ -12,6 +12,8 @@ import signal
 __all__ = [
     "MAX_RESTARTS",
     "MONITOR_INTERVAL",
+    "PRELOAD",
+    "PRELOAD_AUTO",
     "RUN_MAX_RESTARTS",
     "SHUTDOWN_TIMEOUT",
     "SIGNALS",
@@ -37,3 +39,11 @@ START_METHOD = "spawn"
 #: The timer backend ``pliant run`` selects when ``--timer`` is not given: pliant-core's own
 #: (the agent's API builds the same one when given no ``timers``).
 TIMER = "local"
+
+#: ``pliant run --preload``: "auto" preloads PRELOAD_AUTO in warm standbys when the worker's
+#: Python can import torch (see pliant.agent.standby); () starts no standby.
+PRELOAD = ("auto",)
+#: torch, and what a gloo DDP job's first ``DistributedDataParallel(...)`` and step import
+#: lazily (about 830 modules: torch._dynamo pulls sympy, mpmath, torch._inductor, ...).
+#: Measured with ``sys.modules`` before and after a first step (docs/user-guide.md).
+PRELOAD_AUTO = ("torch", "torch.distributed", "torch._dynamo", "torch.nn.parallel")

@@ -115,7 +115,8 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     spec.env["PLIANT_NODE"] = context()["node"]
     agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
                               timers=built["timer"],  # the agent starts and stops them
-                              metric_handlers=built["metrics"], event_handlers=built["events"])
+                              metric_handlers=built["metrics"], event_handlers=built["events"],
+                              preload=cfg["preload"])
     return Launch(run_id, script, spec, agent)
 
 

@@ -15,13 +15,14 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from pliant import events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
@@ -40,6 +41,7 @@ from pliant.agent.api import (
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
+from pliant.agent.standby import Standby, StandbyPool
 from pliant.agent.timers import AgentTimers, Expiry, iso
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
 from pliant.defaults import START_METHOD, START_METHODS
@@ -100,6 +102,10 @@ class LocalElasticAgent:
     ``metric_handlers`` and ``event_handlers`` are where the workers' metrics and events go
     (default: this process's handlers, as :func:`pliant.metrics.configure` and
     :func:`pliant.events.configure` set them); the agent's own go to this process's.
+    ``preload``: the modules warm standbys import (see :mod:`pliant.agent.standby`), or
+    ``("auto",)`` for torch and what a DDP first step imports, where the workers can import
+    torch; empty (the default here; ``pliant run`` defaults to auto): no standby, every
+    worker starts cold. Only script and ``-m`` entrypoints run warm.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class LocalElasticAgent:
         timers: Sequence[TimerServer] | None = None,
         metric_handlers: Sequence[metrics.MetricHandler] | None = None,
         event_handlers: Sequence[events.EventHandler] | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
@@ -141,6 +148,8 @@ class LocalElasticAgent:
             given = [*(metric_handlers or ()), *(event_handlers or ())]
             dispatcher.handlers_of(lambda: given)  # closed at exit like the process's own
         self._relay: Relay | None = None
+        self._preload = tuple(preload)
+        self._standbys: StandbyPool | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
         """This node's workers. ``role`` (here and in :meth:`run`) is torch's: an agent runs
@@ -175,6 +184,7 @@ class LocalElasticAgent:
         try:
             self._timers.start(self._selector)
             self._start_relay()
+            self._start_standbys()
             with self._signals_handled():
                 result = self._invoke_run()
             if result.is_failed():
@@ -183,6 +193,8 @@ class LocalElasticAgent:
         finally:
             if self._attempt is not None:
                 self._stop(self._attempt, signal.SIGTERM)
+            if self._standbys is not None:
+                self._standbys.close()
             self._timers.stop()
             self._stop_relay()
             self._selector.close()
@@ -300,39 +312,50 @@ class LocalElasticAgent:
         metrics.put_metric("workers", world, "pliant.agent")
         return info
 
-    def _worker_env(self, worker_rank: int, attempt_dir: str) -> dict[str, str]:
+    def _node_env(self, local_rank: int) -> dict[str, str]:
+        """What a worker's environment holds before the rendezvous: all but its ranks, world
+        sizes, master address and per-attempt files. A warm standby starts with it."""
         spec = self._spec
-        group = self._worker_group
-        worker = group.workers[worker_rank]
         assert spec.rdzv_handler is not None
         env = dict(os.environ)
         if spec.local_world_size > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = "1"
         env.update({
-            "LOCAL_RANK": str(worker.local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "ROLE_NAME": spec.role,
+            "LOCAL_WORLD_SIZE": str(spec.local_world_size),
+            "TORCHELASTIC_MAX_RESTARTS": str(spec.max_restarts),
+            "TORCHELASTIC_RUN_ID": spec.rdzv_handler.get_run_id(),
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING": os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING",
+                                                              "1"),
+        })
+        env.update(self._timers.worker_env)
+        if self._relay is not None:
+            env.update(self._relay.worker_env())
+        env.update(spec.env)
+        return env
+
+    def _worker_env(self, worker_rank: int, attempt_dir: str) -> dict[str, str]:
+        spec = self._spec
+        group = self._worker_group
+        worker = group.workers[worker_rank]
+        assert spec.rdzv_handler is not None
+        env = self._node_env(worker.local_rank)
+        env.update({
             "RANK": str(worker.global_rank),
             "GROUP_RANK": str(group.group_rank),
             "ROLE_RANK": str(worker.role_rank),
-            "ROLE_NAME": spec.role,
-            "LOCAL_WORLD_SIZE": str(spec.local_world_size),
             "WORLD_SIZE": str(worker.world_size),
             "GROUP_WORLD_SIZE": str(group.group_world_size),
             "ROLE_WORLD_SIZE": str(worker.role_world_size),
             "MASTER_ADDR": str(group.master_addr),
             "MASTER_PORT": str(group.master_port),
             "TORCHELASTIC_RESTART_COUNT": str(self._restart_count),
-            "TORCHELASTIC_MAX_RESTARTS": str(spec.max_restarts),
-            "TORCHELASTIC_RUN_ID": spec.rdzv_handler.get_run_id(),
             "TORCHELASTIC_USE_AGENT_STORE": str(spec.rdzv_handler.use_agent_store),
-            "TORCH_NCCL_ASYNC_ERROR_HANDLING": os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING",
-                                                              "1"),
             ERROR_FILE_ENV: os.path.join(attempt_dir, "error.json"),
             "PLIANT_RETURN_FILE": os.path.join(attempt_dir, "return.pkl"),
         })
-        env.update(self._timers.worker_env)
-        if self._relay is not None:
-            env.update(self._relay.worker_env())
-        env.update(spec.env)
+        env.update(spec.env)  # the user's word is last, as for the node's part
         return env
 
     def _argv(self) -> list[str]:
@@ -375,14 +398,20 @@ class LocalElasticAgent:
                 for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
                                               (STDERR, self._console[1], "stderr.log"))
             )
-            try:
-                proc = WorkerProcess(argv, self._worker_env(worker.local_rank, rank_dir),
-                                     out.child, err.child, sets_own_deathsig=bootstrapped)
-            except OSError as exc:
-                raise UsageError(f"cannot start worker {worker.local_rank} with {argv[0]!r}: "
-                                 f"{exc.strerror or exc}; check that it exists and is "
-                                 "executable") from exc
-            for route, pipe in ((out, proc.popen.stdout), (err, proc.popen.stderr)):
+            env = self._worker_env(worker.local_rank, rank_dir)
+            warm = self._start_warm(worker.local_rank, env, argv, out, err)
+            if warm is not None:
+                proc, pipes = warm
+            else:
+                try:
+                    proc = WorkerProcess(argv, env, out.child, err.child,
+                                         sets_own_deathsig=bootstrapped)
+                except OSError as exc:
+                    raise UsageError(f"cannot start worker {worker.local_rank} with "
+                                     f"{argv[0]!r}: {exc.strerror or exc}; check that it exists "
+                                     "and is executable") from exc
+                pipes = (proc.popen.stdout, proc.popen.stderr)
+            for route, pipe in zip((out, err), pipes, strict=True):
                 route.attach(pipe)
                 if route.file is not None and route.pipe_fd is None:
                     route.file.close()  # the worker holds its own copy
@@ -394,10 +423,74 @@ class LocalElasticAgent:
             attempt.procs.append(proc)
             self._selector.register(proc.exit_fd, selectors.EVENT_READ, worker.local_rank)
             self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
-                       pid=proc.pid, attempt=count)
+                       pid=proc.pid, attempt=count, warm=warm is not None)
+        if self._standbys is not None:
+            # Only now: the replacements' imports then compete less with the group's start.
+            self._standbys.refill()
+            metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
         self._worker_group.state = WorkerState.HEALTHY
         self._emit("workers_started", attempt=count)
         return attempt
+
+    # -- warm standbys -----------------------------------------------------------------
+
+    def _start_standbys(self) -> None:
+        """One standby per local rank, now: their imports overlap the rendezvous."""
+        if not self._preload or self._warm_argv() is None:
+            return
+        assert self._selector is not None
+        self._standbys = StandbyPool(self._spec.local_world_size, self._node_env,
+                                     self._preload, self._selector)
+        self._standbys.refill()
+        metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
+
+    def _warm_argv(self) -> list[str] | None:
+        """What a standby runs as the worker (MODE TARGET ARGS...); None where none can: a
+        program (--no-python), another interpreter, a function entrypoint."""
+        spec = self._spec
+        head = len(BOOTSTRAP)
+        if spec.entrypoint != sys.executable or tuple(spec.args[:head]) != BOOTSTRAP:
+            return None
+        rest = [str(arg) for arg in spec.args[head:]]
+        return rest if rest[:1] in (["script"], ["module"]) else None
+
+    def _start_warm(self, local_rank: int, env: dict[str, str], argv: list[str],
+                    out: StreamRoute, err: StreamRoute,
+                    ) -> tuple[WorkerProcess, tuple[IO[bytes] | None, ...]] | None:
+        """Hand ``local_rank``'s standby its worker; None when it has no ready one."""
+        warm_argv = self._warm_argv()
+        if self._standbys is None or warm_argv is None:
+            return None
+        child_fds: list[int] = []
+        ours: list[int] = []  # what the agent closes once the standby has its copies
+        pipes: list[IO[bytes] | None] = []
+        for route in (out, err):
+            if route.child == subprocess.PIPE:
+                read_end, write_end = os.pipe()
+                child_fds.append(write_end)
+                ours.append(write_end)
+                pipes.append(open(read_end, "rb", buffering=0))  # noqa: SIM115
+            elif route.child == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                child_fds.append(fd)
+                ours.append(fd)
+                pipes.append(None)
+            else:
+                assert not isinstance(route.child, int)
+                child_fds.append(route.child.fileno())
+                pipes.append(None)
+        env = {**env, "PLIANT_AGENT_PID": str(os.getpid())}  # as WorkerProcess gives a cold one
+        try:
+            proc = self._standbys.take(local_rank, env, warm_argv, child_fds)
+        finally:
+            for fd in ours:
+                os.close(fd)
+        if proc is None:
+            for pipe in pipes:
+                if pipe is not None:
+                    pipe.close()
+            return None
+        return proc, tuple(pipes)
 
     # -- monitoring ---------------------------------------------------------------
 
@@ -442,6 +535,9 @@ class LocalElasticAgent:
                     self._selector.unregister(key.fd)
             elif key.data is None:  # the signal pipe
                 self._read_wake()
+            elif isinstance(key.data, Standby):
+                assert self._standbys is not None
+                self._standbys.on_readable(key.data)
             elif isinstance(key.data, TimerServer):
                 readable_timers.append(key.data)
             else:

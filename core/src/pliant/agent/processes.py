@@ -42,11 +42,15 @@ def signal_tree(pid: int, sig: int) -> None:
 
 
 class WorkerProcess:
-    """A started worker; ``exit_fd`` turns readable when it exits."""
+    """A started worker; ``exit_fd`` turns readable when it exits.
+
+    A warm standby (:mod:`pliant.agent.standby`) is one too, from its start: when it is
+    handed its assignment, the same object watches it as the worker it becomes.
+    """
 
     def __init__(self, argv: Sequence[str], env: dict[str, str],
                  stdout: int | IO[bytes] | None, stderr: int | IO[bytes] | None,
-                 sets_own_deathsig: bool = False) -> None:
+                 sets_own_deathsig: bool = False, pass_fds: Sequence[int] = ()) -> None:
         global _libc
         agent_pid = os.getpid()
         env = {**env, "PLIANT_AGENT_PID": str(agent_pid)}
@@ -64,6 +68,7 @@ class WorkerProcess:
             stderr=stderr,
             start_new_session=True,
             preexec_fn=preexec,
+            pass_fds=tuple(pass_fds),
         )
         self.pid = self.popen.pid
         self._waiter_pipe: tuple[int, int] | None = None
