@@ -96,12 +96,13 @@ def test_warm_worker_sees_what_a_cold_one_sees(tmp_path: Path) -> None:
 
 
 def test_ddp_job_through_a_crash_warm_matches_uninterrupted_run(tmp_path: Path) -> None:
-    def train(name: str, *extra: str) -> tuple[Path, str]:
+    def train(name: str, *extra: str, restarts: str = "0") -> tuple[Path, str]:
         tmp = tmp_path / name
         tmp.mkdir()
         out = tmp / "weights.pt"
         result = run_pliant(
-            "run", "--nproc-per-node", "2", "--events", "jsonl", "--events-conf",
+            "run", "--nproc-per-node", "2", "--max-restarts", restarts, "--events", "jsonl",
+            "--events-conf",
             f"jsonl.path={tmp / 'events.jsonl'}", str(WORKERS / "ddp_checkpoint.py"),
             "--checkpoint", str(tmp / "ckpt.pt"), "--out", str(out), *extra, timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -109,8 +110,7 @@ def test_ddp_job_through_a_crash_warm_matches_uninterrupted_run(tmp_path: Path) 
 
     clean, _ = train("clean")
     # Rank 1 waits before it crashes, so the standbys (importing torch) are ready by then.
-    resumed, stdout = train("crashy", "--crash-at", "5", "--crash-delay", "10",
-                            "--max-restarts", "1")
+    resumed, stdout = train("crashy", "--crash-at", "5", "--crash-delay", "10", restarts="1")
     assert "rank 0 attempt 1 starts at step 5" in stdout
     assert "rank 1 attempt 1 starts at step 5" in stdout
     restarted = [e["warm"] for e in started_events(tmp_path / "crashy" / "events.jsonl")
