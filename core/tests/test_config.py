@@ -295,3 +295,10 @@ def test_unreadable_config_file_is_a_clear_error(pliant, tmp_path):
 def test_invalid_env_value_names_the_variable(pliant):
     assert_user_error(pliant("config", env={"PET_NPROC_PER_NODE": "many"}),
                         "invalid nproc_per_node 'many' (from env PET_NPROC_PER_NODE)")
+
+
+def test_preload_defaults_to_auto_and_empty_means_none(tmp_path):
+    assert config.load({}, {}, tmp_path)["preload"] == ("auto",)
+    assert config.load({}, {"PLIANT_PRELOAD": "torch, numpy"}, tmp_path)["preload"] == (
+        "torch", "numpy")
+    assert config.load({"preload": ""}, {"PLIANT_PRELOAD": "torch"}, tmp_path)["preload"] == ()
