@@ -189,3 +189,13 @@ def test_a_preload_that_fails_warns_and_starts_cold(tmp_path: Path) -> None:
     assert "cannot preload 'no_such_module_xyz': ModuleNotFoundError" in result.stderr
     assert "--preload MODULES" in result.stderr
     assert result.stderr.count("cannot preload") == 1
+
+
+def test_auto_preload_starts_no_standby_for_a_script_that_does_not_import_torch(
+        start_pliant: Callable[..., subprocess.Popen[str]], tmp_path: Path) -> None:
+    agent = start_pliant("run", "--nproc-per-node", "2", str(WORKERS / "sleeper.py"),
+                         env={"OUT_DIR": str(tmp_path)})  # the default: --preload auto
+    wait_for(lambda: (tmp_path / "pid_0").exists() and (tmp_path / "pid_1").exists())
+    assert standby_pids(agent.pid) == []
+    agent.send_signal(signal.SIGTERM)
+    agent.communicate(timeout=30)

@@ -40,8 +40,9 @@ START_METHOD = "spawn"
 #: (the agent's API builds the same one when given no ``timers``).
 TIMER = "local"
 
-#: ``pliant run --preload``: "auto" preloads PRELOAD_AUTO in warm standbys when the worker's
-#: Python can import torch (see pliant.agent.standby); () starts no standby.
+#: ``pliant run --preload``: "auto" preloads PRELOAD_AUTO in warm standbys when the script
+#: imports torch (a ``-m`` module: always) and the worker's Python can import it (see
+#: pliant.agent.standby); () starts no standby.
 PRELOAD = ("auto",)
 #: torch, and what a gloo DDP job's first ``DistributedDataParallel(...)`` and step import
 #: lazily (about 830 modules: torch._dynamo pulls sympy, mpmath, torch._inductor, ...).

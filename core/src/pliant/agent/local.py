@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import selectors
 import signal
 import socket
@@ -436,7 +437,13 @@ class LocalElasticAgent:
 
     def _start_standbys(self) -> None:
         """One standby per local rank, now: their imports overlap the rendezvous."""
-        if not self._preload or self._warm_argv() is None:
+        warm_argv = self._warm_argv()
+        if not self._preload or warm_argv is None:
+            return
+        if self._preload == ("auto",) and not _may_use_torch(warm_argv):
+            # A standby importing torch for a script that never does would only take CPU
+            # from the workers (and seconds from a short job).
+            log.debug("no warm standbys: %s does not import torch", warm_argv[1])
             return
         assert self._selector is not None
         self._standbys = StandbyPool(self._spec.local_world_size, self._node_env,
@@ -758,3 +765,19 @@ class LocalElasticAgent:
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
 
+
+_TORCH_IMPORT = re.compile(rb"^[ \t]*(?:import|from)[ \t]+torch\b", re.MULTILINE)
+
+
+def _may_use_torch(warm_argv: Sequence[str]) -> bool:
+    """Whether ``auto`` preloads for this entrypoint: a script that imports torch itself (a
+    line ``import torch...`` or ``from torch...``), or a module (``-m``), whose source the
+    agent does not look for; the standby then preloads only if torch is importable."""
+    mode, target = warm_argv[0], warm_argv[1]
+    if mode != "script":
+        return True
+    try:
+        with open(target, "rb") as f:
+            return _TORCH_IMPORT.search(f.read()) is not None
+    except OSError:
+        return False
