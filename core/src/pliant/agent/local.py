@@ -488,7 +488,7 @@ class LocalElasticAgent:
                 pipes.append(None)
         env = {**env, "PLIANT_AGENT_PID": str(os.getpid())}  # as WorkerProcess gives a cold one
         try:
-            proc = self._standbys.take(local_rank, env, warm_argv, child_fds)
+            proc = self._standbys.take(local_rank, env, warm_argv, child_fds, self._wake_r)
         finally:
             for fd in ours:
                 os.close(fd)

@@ -22,20 +22,27 @@ from __future__ import annotations
 import logging
 import marshal
 import os
+import select
 import selectors
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 from pliant._bootstrap import FAILED, READY, STANDBY_COMMAND, STANDBY_FD_ENV, STANDBY_PRELOAD_ENV
 from pliant.agent.processes import WorkerProcess
 
-__all__ = ["Standby", "StandbyPool"]
+__all__ = ["READY_WAIT", "Standby", "StandbyPool"]
 
 log = logging.getLogger("pliant.agent")
+
+#: How long a worker start waits for its standby to finish importing. A standby still
+#: importing has been at it since before this start: waiting beats a cold worker that would
+#: import the same modules beside it, on the same cores. Past this, the worker starts cold.
+READY_WAIT = 30.0
 
 
 class Standby:
@@ -78,6 +85,21 @@ class Standby:
         if data.startswith(FAILED):
             self.failure = data[len(FAILED):].decode(errors="replace")
         return False
+
+    def wait_ready(self, deadline: float, wake_fd: int) -> bool:
+        """Block until the standby is ready (True), gone or failed (False), ``deadline``
+        (monotonic) passes or the agent is woken, by a signal (True, not ready: the byte on
+        ``wake_fd`` is left for the agent's selector)."""
+        while not self.ready:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([self.sock.fileno(), wake_fd], [], [], left)
+            if wake_fd in readable:
+                return True
+            if self.sock.fileno() in readable and not self.read():
+                return False
+        return True
 
     def hand_off(self, env: dict[str, str], argv: Sequence[str], fds: Sequence[int]) -> bool:
         """Send the assignment; False when the standby is gone before taking it."""
@@ -143,12 +165,17 @@ class StandbyPool:
             self._drop(standby)
 
     def take(self, local_rank: int, env: dict[str, str], argv: Sequence[str],
-             fds: Sequence[int]) -> WorkerProcess | None:
-        """Make ``local_rank``'s standby its worker; None when there is no ready one."""
+             fds: Sequence[int], wake_fd: int) -> WorkerProcess | None:
+        """Make ``local_rank``'s standby its worker; None when there is none, or it is not
+        ready within :data:`READY_WAIT` (or a signal came first)."""
         standby = self._standbys.get(local_rank)
         if standby is None:
             return None
         self.on_readable(standby)  # what it sent (or that it died) since the selector looked
+        if standby.alive and not standby.ready and not standby.wait_ready(
+                time.monotonic() + READY_WAIT, wake_fd):
+            self._drop(standby)
+            return None
         if not (standby.ready and standby.alive):
             return None  # not yet ready: it stays, for the next start
         self._drop(standby, kill=False)
