@@ -49,7 +49,8 @@ def _run_recorder(tmp: Path, preload: str, env: dict[str, str] | None = None
     events = tmp / "events.jsonl"
     result = run_pliant(
         "run", "--nproc-per-node", "2", "--max-restarts", "1", "--rdzv-id", "job",
-        "--preload", preload, "--events", "jsonl", "--events-conf", f"jsonl.path={events}",
+        "--preload", preload, "--standby-delay", "0", "--events", "jsonl",
+        "--events-conf", f"jsonl.path={events}",
         str(script), "first", "--second", "a b",
         cwd=tmp, env={"OUT_DIR": str(tmp), **(env or {})}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -101,8 +102,8 @@ def test_ddp_job_through_a_crash_warm_matches_uninterrupted_run(tmp_path: Path) 
         tmp.mkdir()
         out = tmp / "weights.pt"
         result = run_pliant(
-            "run", "--nproc-per-node", "2", "--max-restarts", restarts, "--events", "jsonl",
-            "--events-conf",
+            "run", "--nproc-per-node", "2", "--max-restarts", restarts, "--standby-delay", "0",
+            "--events", "jsonl", "--events-conf",
             f"jsonl.path={tmp / 'events.jsonl'}", str(WORKERS / "ddp_checkpoint.py"),
             "--checkpoint", str(tmp / "ckpt.pt"), "--out", str(out), *extra, timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -151,6 +152,7 @@ def test_a_standby_killed_before_its_hand_off_gives_a_cold_start(tmp_path: Path)
     events = tmp_path / "events.jsonl"
     result = run_pliant(
         "run", "--nproc-per-node", "2", "--max-restarts", "1", "--preload", "json",
+        "--standby-delay", "0",
         "--events", "jsonl", "--events-conf", f"jsonl.path={events}", str(script),
         env={"OUT_DIR": str(tmp_path), "TESTS_DIR": str(Path(__file__).parent)}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -161,6 +163,7 @@ def test_a_standby_killed_before_its_hand_off_gives_a_cold_start(tmp_path: Path)
 def test_sigkilled_agent_leaves_no_standby(start_pliant: Callable[..., subprocess.Popen[str]],
                                            tmp_path: Path) -> None:
     agent = start_pliant("run", "--nproc-per-node", "2", "--preload", "json",
+                         "--standby-delay", "0",
                          str(WORKERS / "sleeper.py"), env={"OUT_DIR": str(tmp_path)})
     wait_for(lambda: len(standby_pids(agent.pid)) == 2)
     standbys = standby_pids(agent.pid)
@@ -183,7 +186,7 @@ def test_a_preload_that_fails_warns_and_starts_cold(tmp_path: Path) -> None:
     script = tmp_path / "quick.py"
     script.write_text("import time\ntime.sleep(1.5)\nprint('trained')\n")
     result = run_pliant("run", "--nproc-per-node", "2", "--preload", "json,no_such_module_xyz",
-                        str(script), timeout=120)
+                        "--standby-delay", "0", str(script), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[0:0] trained" in result.stdout and "[0:1] trained" in result.stdout
     assert "cannot preload 'no_such_module_xyz': ModuleNotFoundError" in result.stderr
@@ -197,5 +200,16 @@ def test_auto_preload_starts_no_standby_for_a_script_that_does_not_import_torch(
                          env={"OUT_DIR": str(tmp_path)})  # the default: --preload auto
     wait_for(lambda: (tmp_path / "pid_0").exists() and (tmp_path / "pid_1").exists())
     assert standby_pids(agent.pid) == []
+    agent.send_signal(signal.SIGTERM)
+    agent.communicate(timeout=30)
+
+
+def test_standbys_wait_for_their_delay_into_the_group(
+        start_pliant: Callable[..., subprocess.Popen[str]], tmp_path: Path) -> None:
+    agent = start_pliant("run", "--nproc-per-node", "2", "--preload", "json",
+                         "--standby-delay", "20", str(WORKERS / "sleeper.py"),
+                         env={"OUT_DIR": str(tmp_path)})
+    wait_for(lambda: (tmp_path / "pid_0").exists() and (tmp_path / "pid_1").exists())
+    assert standby_pids(agent.pid) == []  # a short job never has them importing beside it
     agent.send_signal(signal.SIGTERM)
     agent.communicate(timeout=30)

@@ -117,6 +117,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Modules warm standby workers import before they are needed; 'auto': torch and "
             "what a DDP first step imports, when the workers can import torch; '' for no "
             "standby (every worker starts cold).", metavar="MODULE,..."),
+    Setting("standby_delay", parse_float(minimum=0.0), defaults.STANDBY_DELAY,
+            "Seconds into a group when the warm standbys start, on one node (on several they "
+            "start with the agent): a shorter job never has them importing beside it.",
+            metavar="SECONDS"),
     Setting("metrics", parse_list, (), "Metric handlers (plugin names); none by default.",
             metavar="NAME,..."),
     Setting("events", parse_list, (), "Event handlers (plugin names); none by default.",

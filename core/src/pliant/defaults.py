@@ -17,6 +17,7 @@ __all__ = [
     "RUN_MAX_RESTARTS",
     "SHUTDOWN_TIMEOUT",
     "SIGNALS",
+    "STANDBY_DELAY",
     "START_METHOD",
     "START_METHODS",
     "TIMER",
@@ -48,3 +49,7 @@ PRELOAD = ("auto",)
 #: lazily (about 830 modules: torch._dynamo pulls sympy, mpmath, torch._inductor, ...).
 #: Measured with ``sys.modules`` before and after a first step (docs/user-guide.md).
 PRELOAD_AUTO = ("torch", "torch.distributed", "torch._dynamo", "torch.nn.parallel")
+#: Seconds into a group when the agent starts its warm standbys (on one node; on several,
+#: they start with the agent, to overlap the rendezvous): a job shorter than this never has
+#: standbys importing beside it, and one that fails later restarts warm.
+STANDBY_DELAY = 5.0

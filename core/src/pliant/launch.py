@@ -116,7 +116,10 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
                               timers=built["timer"],  # the agent starts and stops them
                               metric_handlers=built["metrics"], event_handlers=built["events"],
-                              preload=cfg["preload"])
+                              preload=cfg["preload"],
+                              # On several nodes the standbys' imports overlap the rendezvous.
+                              standbys_early=max_nodes > 1,
+                              standby_delay=cfg["standby_delay"])
     return Launch(run_id, script, spec, agent)
 
 

@@ -45,7 +45,7 @@ from pliant.agent.restarts import RestartBudget, attempt_folder
 from pliant.agent.standby import Standby, StandbyPool
 from pliant.agent.timers import AgentTimers, Expiry, iso
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
-from pliant.defaults import START_METHOD, START_METHODS
+from pliant.defaults import STANDBY_DELAY, START_METHOD, START_METHODS
 from pliant.errorfile import ERROR_FILE_ENV, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
@@ -106,7 +106,11 @@ class LocalElasticAgent:
     ``preload``: the modules warm standbys import (see :mod:`pliant.agent.standby`), or
     ``("auto",)`` for torch and what a DDP first step imports, where the workers can import
     torch; empty (the default here; ``pliant run`` defaults to auto): no standby, every
-    worker starts cold. Only script and ``-m`` entrypoints run warm.
+    worker starts cold. Only script and ``-m`` entrypoints run warm. ``standbys_early``:
+    start the standbys with the agent, so that their imports overlap a rendezvous that
+    waits for other nodes (``pliant run`` does on several nodes); otherwise they start
+    ``standby_delay`` seconds into each group, so that a short job is never slowed by them
+    and a long one restarts warm.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class LocalElasticAgent:
         metric_handlers: Sequence[metrics.MetricHandler] | None = None,
         event_handlers: Sequence[events.EventHandler] | None = None,
         preload: Sequence[str] = (),
+        standbys_early: bool = False,
+        standby_delay: float = STANDBY_DELAY,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
@@ -150,6 +156,9 @@ class LocalElasticAgent:
             dispatcher.handlers_of(lambda: given)  # closed at exit like the process's own
         self._relay: Relay | None = None
         self._preload = tuple(preload)
+        self._standbys_early = standbys_early
+        self._standby_delay = standby_delay
+        self._refill_at: float | None = None  # when the standbys are started (monotonic)
         self._standbys: StandbyPool | None = None
 
     def get_worker_group(self, role: str = "default") -> WorkerGroup:
@@ -426,9 +435,8 @@ class LocalElasticAgent:
             self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
                        pid=proc.pid, attempt=count, warm=warm is not None)
         if self._standbys is not None:
-            # Only now: the replacements' imports then compete less with the group's start.
-            self._standbys.refill()
-            metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
+            # Not now: the standbys' imports would take the cores from the group's own start.
+            self._refill_at = time.monotonic() + self._standby_delay
         self._worker_group.state = WorkerState.HEALTHY
         self._emit("workers_started", attempt=count)
         return attempt
@@ -448,8 +456,22 @@ class LocalElasticAgent:
         assert self._selector is not None
         self._standbys = StandbyPool(self._spec.local_world_size, self._node_env,
                                      self._preload, self._selector)
+        if self._standbys_early:
+            self._refill_standbys()
+
+    def _refill_standbys(self) -> None:
+        """Start a standby for each local rank without one (the selector's deadline)."""
+        assert self._standbys is not None
+        self._refill_at = None
         self._standbys.refill()
         metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
+
+    def _until_refill(self, timeout: float | None) -> float | None:
+        """``timeout``, shortened to wake when the standbys are due."""
+        if self._refill_at is None:
+            return timeout
+        wait = max(self._refill_at - time.monotonic(), 0.0)
+        return wait if timeout is None else min(timeout, wait)
 
     def _warm_argv(self) -> list[str] | None:
         """What a standby runs as the worker (MODE TARGET ARGS...); None where none can: a
@@ -536,7 +558,7 @@ class LocalElasticAgent:
         assert self._selector is not None
         exited = []
         readable_timers = []
-        for key, _ in self._selector.select(self._timers.timeout(timeout)):
+        for key, _ in self._selector.select(self._timers.timeout(self._until_refill(timeout))):
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
@@ -551,6 +573,8 @@ class LocalElasticAgent:
                 self._selector.unregister(key.fd)
                 exited.append(key.data)
         self._on_timers(readable_timers)
+        if self._refill_at is not None and time.monotonic() >= self._refill_at:
+            self._refill_standbys()
         return exited
 
     def _on_timers(self, readable: list[TimerServer]) -> None:
