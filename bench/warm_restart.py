@@ -203,8 +203,9 @@ def run_p(repeat: int) -> dict[str, Any]:
 
 def run_q(repeat: int) -> dict[str, Any]:
     """(q) from the two-agent jobs."""
+    shared = ("c10d", repeat) in _CACHE
     c10d = setup_result("c10d", repeat)
-    return {"c10d": c10d, "target": f"pliant / torchrun <= {Q_TARGET:g}",
+    return {"c10d": c10d, "jobs_of_p": shared, "target": f"pliant / torchrun <= {Q_TARGET:g}",
             "met": c10d["parts"]["launch_step"]["ratio"]["pliant"] <= Q_TARGET}
 
 
@@ -296,8 +297,10 @@ def q_rows(q: dict[str, Any]) -> list[str]:
                         "launch -> every rank completed its first step", Q_TARGET)
     return [*HEADER, *rows, "",
             "Two agents on c10d on loopback (`--nnodes 2 --nproc-per-node 1`, the "
-            "store hosted by the first agent), `workers/ddp_step.py` as in (p), whose "
-            "jobs these are. From just before both agents are started to the last "
+            "store hosted by the first agent), `workers/ddp_step.py` as in (p)"
+            + (" (the very jobs of (p)'s two-agent rows, run once for both: their date and "
+               "load are (p)'s in the Runs table)" if q.get("jobs_of_p") else "")
+            + ". From just before both agents are started to the last "
             "rank's `time.time()` at the end of its first completed step. The clock "
             "includes the agents' own start (interpreter, imports), the rendezvous, "
             "starting the workers, and in them interpreter start, `import torch`, "
