@@ -1,7 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
 Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
-figures a to o, default all).
+figures a to q, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -66,6 +66,18 @@ runs again (``timer_bench.py``), (o) a small DDP training's time with CloudWatch
 against no handler. They are described in ``observability.py``; the CloudWatch parts need
 ``pliant-cloudwatch[testing]`` (moto) and are left out, with the reason shown, without it.
 
+Warm-restart figures, until training steps again (issue 12), on a 2-rank gloo DDP
+training (CPU) that checkpoints, loses rank 1 once and resumes (``workers/ddp_step.py``),
+``--max-restarts 1``; torchrun, ``pliant run`` as invoked by default, and ``pliant run
+--preload ''`` (no standby workers) where the pliant under test has that flag (left out,
+with the reason shown, otherwise), rotated run by run: (p) crash until every rank
+completed a training step again, standalone and with two agents on c10d (loopback), target
+pliant/torchrun <= 0.20 in both; (q) launch until every rank completed its first step, two
+agents on c10d (the same jobs as (p)'s), target pliant/torchrun <= 0.5. The clock of (p)
+includes detection, stopping, re-rendezvous, spawning (or a standby's hand-off),
+interpreter start, ``import torch``, the process group, loading the checkpoint, building
+DDP and the step itself. They are described in ``warm_restart.py``.
+
 Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
 Figures not run this time (``--only``) keep their earlier results there, with
@@ -95,6 +107,7 @@ from typing import Any
 import etcd_figures
 import observability
 import rendezvous
+import warm_restart
 from launchers import (
     HERE,
     LAUNCHERS,
@@ -114,7 +127,7 @@ from launchers import (
 RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-FIGURES = "abcdefghijklmno"
+FIGURES = "abcdefghijklmnopq"
 
 
 @dataclass
@@ -324,6 +337,18 @@ def run_hang_recovery(repeat: int) -> dict[str, Any]:
 def run_training_sinks(repeat: int) -> dict[str, Any]:
     return {"title": "(o) training time with CloudWatch reachable, down, or no handler",
             **observability.run_training(repeat)}
+
+
+def run_warm_restart(repeat: int) -> dict[str, Any]:
+    return {"title": "(p) worker crash -> every rank completed a training step again "
+                     "(2-rank gloo DDP, checkpoint and resume)",
+            **warm_restart.run_p(repeat)}
+
+
+def run_first_step(repeat: int) -> dict[str, Any]:
+    return {"title": "(q) 2 agents on c10d: launch -> every rank completed its first "
+                     "training step",
+            **warm_restart.run_q(repeat)}
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -686,6 +711,11 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
                             ("o", observability.training_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *obs_render(figures[key])]
+    if {"p", "q"} & figures.keys():
+        out += ["", "## Warm restart: until training steps again (2-rank gloo DDP on CPU)"]
+    for key, warm_render in (("p", warm_restart.p_rows), ("q", warm_restart.q_rows)):
+        if key in figures:
+            out += ["", f"### {figures[key]['title']}", "", *warm_render(figures[key])]
     out += ["", "## Runs", "",
             "| figure | started | commit | runs per launcher | 1-min load | resolver options |",
             "|---|---|---|---|---|---|"]
@@ -721,7 +751,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "c (memory) d (join burst) e (two agents) f (scale-up) g (gloo "
                              "restart) h (node loss) i (join burst on etcd) j (etcd member "
                              "failover) k (agent memory, etcd) l (put_metric cost) m (sink "
-                             "throughput) n (hang detection) o (training with CloudWatch); "
+                             "throughput) n (hang detection) o (training with CloudWatch) p "
+                             "(crash -> DDP stepping again) q (2 agents: launch -> DDP "
+                             "first step); "
                              "default all. Others keep their earlier results.")
     parser.add_argument("--repeat-o", type=int, default=None, metavar="N",
                         help="runs per configuration for figure (o) only, which takes about "
@@ -763,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
         "m": lambda: run_sink_throughput(ns.repeat),
         "n": lambda: run_hang_recovery(ns.repeat),
         "o": lambda: run_training_sinks(ns.repeat_o or ns.repeat),
+        "p": lambda: run_warm_restart(ns.repeat),
+        "q": lambda: run_first_step(ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
