@@ -109,8 +109,8 @@ class LocalElasticAgent:
     worker starts cold. Only script and ``-m`` entrypoints run warm. ``standbys_early``:
     start the standbys with the agent, so that their imports overlap a rendezvous that
     waits for other nodes (``pliant run`` does on several nodes); otherwise they start
-    ``standby_delay`` seconds into each group, so that a short job is never slowed by them
-    and a long one restarts warm.
+    ``standby_delay`` seconds into a group started cold, so that a short job is never slowed
+    by them and a long one restarts warm. After a warm start, replacements start at once.
     """
 
     def __init__(
@@ -395,6 +395,7 @@ class LocalElasticAgent:
         self._attempt = attempt
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
+        cold = False
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
             os.makedirs(rank_dir)
@@ -413,6 +414,7 @@ class LocalElasticAgent:
             if warm is not None:
                 proc, pipes = warm
             else:
+                cold = True
                 try:
                     proc = WorkerProcess(argv, env, out.child, err.child,
                                          sets_own_deathsig=bootstrapped)
@@ -435,8 +437,9 @@ class LocalElasticAgent:
             self._emit("worker_started", rank=worker.global_rank, local_rank=worker.local_rank,
                        pid=proc.pid, attempt=count, warm=warm is not None)
         if self._standbys is not None:
-            # Not now: the standbys' imports would take the cores from the group's own start.
-            self._refill_at = time.monotonic() + self._standby_delay
+            # A cold worker imports now: the replacements wait, not to take its cores. A warm
+            # group has done its imports, so they start at once, ready for the next failure.
+            self._refill_at = time.monotonic() + (self._standby_delay if cold else 0.0)
         self._worker_group.state = WorkerState.HEALTHY
         self._emit("workers_started", attempt=count)
         return attempt
