@@ -302,3 +302,14 @@ def test_preload_defaults_to_auto_and_empty_means_none(tmp_path):
     assert config.load({}, {"PLIANT_PRELOAD": "torch, numpy"}, tmp_path)["preload"] == (
         "torch", "numpy")
     assert config.load({"preload": ""}, {"PLIANT_PRELOAD": "torch"}, tmp_path)["preload"] == ()
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("no such", "'no such' is not one"),
+    ("torch,2d", "'2d' is not one"),
+    ("auto,numpy", "'auto' alone"),
+])
+def test_preload_refuses_what_is_not_a_module_name(tmp_path, value, fragment):
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        config.load({}, {"PLIANT_PRELOAD": value}, tmp_path)
+    assert "env PLIANT_PRELOAD" in str(caught.value)

@@ -58,6 +58,17 @@ def _ranks(value: Any) -> tuple[int, ...]:
         raise ValueError("expected comma-separated local ranks, e.g. 0 or 0,3") from None
 
 
+def _modules(value: Any) -> tuple[str, ...]:
+    names = parse_list(value)
+    if "auto" in names and len(names) > 1:
+        raise ValueError("expected 'auto' alone, or module names such as torch,numpy")
+    for name in names:
+        if name != "auto" and not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"expected module names separated by commas, such as torch,numpy; "
+                             f"{name!r} is not one")
+    return names
+
+
 CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("nnodes", parse_nnodes, (1, 1), "Number of nodes, or MIN:MAX for an elastic job.",
             metavar="N|MIN:MAX"),
@@ -113,9 +124,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Signals the agent forwards to its workers before it exits.", metavar="SIG,..."),
     Setting("shutdown_timeout", parse_float(minimum=0.0), defaults.SHUTDOWN_TIMEOUT,
             "Seconds between SIGTERM and SIGKILL when workers are stopped.", metavar="SECONDS"),
-    Setting("preload", parse_list, defaults.PRELOAD,
+    Setting("preload", _modules, defaults.PRELOAD,
             "Modules warm standby workers import before they are needed; 'auto': torch and "
-            "what a DDP first step imports, when the workers can import torch; '' for no "
+            "what a DDP first step imports, when the script imports torch; '' for no "
             "standby (every worker starts cold).", metavar="MODULE,..."),
     Setting("standby_delay", parse_float(minimum=0.0), defaults.STANDBY_DELAY,
             "Seconds into a group when the warm standbys start, on one node (on several they "
