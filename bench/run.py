@@ -1,7 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
 Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
-figures a to q, default all).
+figures a to r, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -76,7 +76,10 @@ pliant/torchrun <= 0.20 in both; (q) launch until every rank completed its first
 agents on c10d (the same jobs as (p)'s), target pliant/torchrun <= 0.5. The clock of (p)
 includes detection, stopping, re-rendezvous, spawning (or a standby's hand-off),
 interpreter start, ``import torch``, the process group, loading the checkpoint, building
-DDP and the step itself. They are described in ``warm_restart.py``.
+DDP and the step itself. They are described in ``warm_restart.py``. (r) a scale-up
+(a third agent joins) and a node loss (one of three agents SIGKILLed with its worker) of
+a ``--nnodes 2:3`` gloo DDP training on c10d, until every rank completed a step at the new
+world size, the same variants; described in ``membership.py``.
 
 Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
@@ -105,6 +108,7 @@ from pathlib import Path
 from typing import Any
 
 import etcd_figures
+import membership
 import observability
 import rendezvous
 import warm_restart
@@ -127,7 +131,7 @@ from launchers import (
 RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-FIGURES = "abcdefghijklmnopq"
+FIGURES = "abcdefghijklmnopqr"
 
 
 @dataclass
@@ -349,6 +353,12 @@ def run_first_step(repeat: int) -> dict[str, Any]:
     return {"title": "(q) 2 agents on c10d: launch -> every rank completed its first "
                      "training step",
             **warm_restart.run_q(repeat)}
+
+
+def run_membership(repeat: int) -> dict[str, Any]:
+    return {"title": "(r) scale-up and node loss on --nnodes 2:3: until every rank steps "
+                     "again at the new world size (gloo DDP)",
+            **membership.run_r(repeat)}
 
 
 # -- machine facts and reports ------------------------------------------------------------------
@@ -711,9 +721,10 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
                             ("o", observability.training_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *obs_render(figures[key])]
-    if {"p", "q"} & figures.keys():
+    if {"p", "q", "r"} & figures.keys():
         out += ["", "## Warm restart: until training steps again (2-rank gloo DDP on CPU)"]
-    for key, warm_render in (("p", warm_restart.p_rows), ("q", warm_restart.q_rows)):
+    for key, warm_render in (("p", warm_restart.p_rows), ("q", warm_restart.q_rows),
+                             ("r", membership.r_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *warm_render(figures[key])]
     out += ["", "## Runs", "",
@@ -753,7 +764,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "failover) k (agent memory, etcd) l (put_metric cost) m (sink "
                              "throughput) n (hang detection) o (training with CloudWatch) p "
                              "(crash -> DDP stepping again) q (2 agents: launch -> DDP "
-                             "first step); "
+                             "first step) r (scale-up and node loss: until DDP steps at the "
+                             "new size); "
                              "default all. Others keep their earlier results.")
     parser.add_argument("--repeat-o", type=int, default=None, metavar="N",
                         help="runs per configuration for figure (o) only, which takes about "
@@ -797,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         "o": lambda: run_training_sinks(ns.repeat_o or ns.repeat),
         "p": lambda: run_warm_restart(ns.repeat),
         "q": lambda: run_first_step(ns.repeat),
+        "r": lambda: run_membership(ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
