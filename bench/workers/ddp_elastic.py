@@ -11,10 +11,11 @@ value; WS is the worker's ``WORLD_SIZE``):
 
 The worker steps (a short sleep after each, so that the ranks do not keep a small
 machine's CPUs busy between the moments measured) until ``OUT_DIR/stop`` exists for any
-rank (agreed on by an all-reduce before each step), then exits 0. A peer that goes away makes the all-reduce raise: the worker exits non-zero
-and its launcher restarts the group. The process group's keys go under a prefix of the
-world size's own: torchrun's restarted workers would otherwise read the previous group's
-gloo addresses from their agent's store (see ``ddp_step.py``).
+rank (agreed on by an all-reduce before each step), then exits 0. A peer that goes away
+makes the all-reduce raise: the worker exits non-zero and its launcher restarts the group.
+The process group's keys go under a prefix of the world size's own: torchrun's restarted
+workers would otherwise read the previous group's gloo addresses from their agent's store
+(see ``ddp_step.py``).
 """
 import time
 

@@ -31,6 +31,10 @@ watches one other node, the next in rank order, so liveness costs O(1) per node.
 A round completes as soon as ``max_nodes`` have joined; as soon as every
 node expected back (the survivors of the last round and the nodes that were
 waiting) has rejoined; or ``last_call_timeout`` after ``min_nodes`` joined.
+Between rounds a node keeps beating until it joins the next one, so a round
+that waits for the last round's nodes stops expecting one that fell silent
+(a host lost just as a worker failure ended the round) after the heartbeat
+timeout, not after the whole last call.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ log = logging.getLogger("pliant.rendezvous")
 
 #: How often a waiting node says how the round is going.
 PROGRESS_INTERVAL = 5.0
+#: How many of a round's first joiners watch, during its last call, whether the nodes it
+#: waits for are still alive (the others only wait for the outcome: O(1) reads each).
+WATCHERS = 2
 
 
 class ElasticRendezvousHandler(RendezvousHandler):
@@ -112,6 +119,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._resting = threading.Event()
         self._left = False
         # Connections for keep-alive threads, opened before joining (see next_rendezvous),
         # and threads told to stop without waiting, joined at shutdown.
@@ -240,7 +248,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
                         f"needs at least {self._min}")
         end = RoundEnd("failure" if restart else "failed", message, restart=restart,
                        failure=failure, survivors=survivors)
-        self._stop_keep_alive(wait=False)
+        # The keep-alive thread goes on beating (it sees the end and rests): the next round
+        # can tell this node, busy stopping its workers, from one that died.
         return self._post_end(end)
 
     def report_success(self) -> None:
@@ -276,9 +285,61 @@ class ElasticRendezvousHandler(RendezvousHandler):
             return self._read_done(k)
         waited = time.time() - float(min_at or 0.0)
         deadline = time.monotonic() + max(0.0, t.last_call_timeout - max(waited, 0.0))
-        if not self._wait_progress(k, keys.of(k, "done"), deadline, "last_call_timeout"):
+        if number <= WATCHERS and k > 0:
+            closed = self._last_call_watching(k, deadline)
+        else:
+            closed = self._wait_progress(k, keys.of(k, "done"), deadline, "last_call_timeout")
+        if not closed:
             return self._close(k)
         return self._read_done(k)
+
+    def _last_call_watching(self, k: int, deadline: float) -> bool:
+        """The last call of round k, as one of its first joiners: wait for the outcome, and
+        every keep-alive interval count the nodes still expected (the last round's nodes that
+        rejoined or still beat, and the spares). False once they have all joined or the last
+        call is over: the round is to be closed now."""
+        keys, t = self._keys, self.timeouts
+        value = self._conn.get(keys.of(k - 1, "done"))
+        previous = self._decode(keys.of(k - 1, "done"), value).get("nodes", []) if value else []
+        pulses = self._pulses()
+        for node in previous:
+            pulses.start(node["id"])
+        next_log = time.monotonic() + PROGRESS_INTERVAL
+        while True:
+            step = min(deadline, time.monotonic() + t.keep_alive_interval)
+            if self._conn.wait([keys.of(k, "done")], step):
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if previous:
+                joined = self._joined_ids(k)
+                if joined is None:  # closed by another node: its outcome follows
+                    return True
+                alive = sum(1 for n in previous if n["id"] in joined or pulses.running(
+                    n["id"], self._conn.read_beat(keys.beat(n["id"])), now))
+                extra = self._conn.get(keys.of(k, "extra"))
+                expected = alive + (int(extra) if extra else 0)
+                if len(joined) >= max(self._min, expected):
+                    log.info("rendezvous round %d of run %r: every node still alive has "
+                             "joined (%d of the last round's %d)", k, self._run_id, alive,
+                             len(previous))
+                    return False
+            if now >= next_log:
+                self._log_progress(k, deadline, "last_call_timeout")
+                next_log = now + PROGRESS_INTERVAL
+
+    def _joined_ids(self, k: int) -> set[str] | None:
+        """The ids of the nodes that joined round k so far; None once it is closed."""
+        joined = int(self._conn.get(self._keys.of(k, "joined")) or 0)
+        if joined >= CLOSED:
+            return None
+        ids = set()
+        for i in range(1, min(joined, self._max) + 1):
+            value = self._conn.get(self._keys.slot(k, i))
+            if value is not None:
+                ids.add(self._decode(self._keys.slot(k, i), value)["id"])
+        return ids
 
     def _expected(self, k: int) -> int:
         """Nodes round k waits for without a last call: the last round's survivors and the
@@ -475,24 +536,29 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._left = False
         with self._lock:
             store = self._connections.pop()
+        self._resting = threading.Event()
         self._thread = threading.Thread(target=self._keep_alive, name="pliant-keep-alive",
-                                        args=(self._stop, store), daemon=True)
+                                        args=(self._stop, self._resting, store), daemon=True)
         self._thread.start()
 
     def _stop_keep_alive(self, wait: bool = True) -> None:
         """Stop the round's keep-alive thread. Without ``wait`` it finishes its current store
         wait (at most half a keep-alive interval) on its own, and can no longer touch
-        ``_end``: the next round must not inherit the last one's outcome."""
+        ``_end``: the next round must not inherit the last one's outcome. A thread that rests
+        (its round is over) stops at once and is always joined: its connection is then free
+        for the next round's thread."""
         with self._lock:
             self._stop.set()
             self._end = None if not wait else self._end
-        if wait and self._thread is not None and self._thread is not threading.current_thread():
+        join = wait or self._resting.is_set()
+        if join and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         elif self._thread is not None:
             self._detached = [t for t in self._detached if t.is_alive()] + [self._thread]
         self._thread = None
 
-    def _keep_alive(self, stop: threading.Event, conn: Connection) -> None:
+    def _keep_alive(self, stop: threading.Event, resting: threading.Event,
+                    conn: Connection) -> None:
         assert self._done is not None and self._round is not None
         k, t = self._round, self.timeouts
         over = self._keys.of(k, "over")
@@ -508,6 +574,11 @@ class ElasticRendezvousHandler(RendezvousHandler):
             healthy = True
             if end is not None:
                 self._set_end(end, stop)
+                resting.set()
+                # Between rounds: beat, without watching, until the next round (or shutdown)
+                # stops this thread.
+                while not stop.wait(t.keep_alive_interval):
+                    conn.beat(self._keys.beat(self.node_id))
         except RendezvousError as exc:
             self._set_end(RoundEnd("store", str(exc), restart=False), stop)
         finally:

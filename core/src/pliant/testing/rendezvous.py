@@ -138,6 +138,10 @@ class Background(Generic[T]):
             pytest.fail(f"{self.name} returned {outcome!r} instead of being interrupted")
         return outcome
 
+    def done(self) -> bool:
+        """Whether ``fn`` has returned (or raised) by now."""
+        return bool(self._outcome)
+
     def outcome(self) -> T | BaseException:
         """What ``fn`` returned, or the exception it raised."""
         self._thread.join(HANG_TIMEOUT)
@@ -717,6 +721,40 @@ class RendezvousHandlerTests:
         second = joined(survivors)
         assert [i.rank for i in second] == [0, 1]
         assert {i.world_size for i in second} == {2}
+
+    def test_a_node_lost_as_a_failure_ends_the_round_is_left_out_without_a_last_call(
+            self, nodes: Nodes) -> None:
+        # A host goes away and its peers' collectives fail at once: the failure ends the
+        # round before anyone calls the host dead. The next round must stop expecting it
+        # once it has been silent for the heartbeat timeout, not wait out the last call.
+        handlers = nodes(3, 2, 3, last_call_timeout=2 * HANG_TIMEOUT)
+        first = joined(handlers)
+        by_rank = {info.rank: h for info, h in zip(first, handlers, strict=True)}
+        victim, survivors = by_rank[2], [by_rank[0], by_rank[1]]
+        self.stop_heartbeats(victim)
+        survivors[1].report_failure(_failure("connection reset by peer"), restart=True)
+        for handler in survivors:
+            assert wait_for_round_end(handler).restart
+        second = joined(survivors)
+        assert {i.world_size for i in second} == {2}
+        assert sorted(i.rank for i in second) == [0, 1]
+
+    def test_a_node_slow_to_rejoin_after_a_failure_is_waited_for(self, nodes: Nodes) -> None:
+        # Stopping workers can take a while (up to the shutdown timeout): a node busy with
+        # it still beats, so the next round waits for it, however long its heartbeats
+        # would take to time out.
+        handlers = nodes(3, 2, 3, last_call_timeout=2 * HANG_TIMEOUT)
+        joined(handlers)
+        handlers[0].report_failure(_failure("boom"), restart=True)
+        for handler in handlers:
+            wait_for_round_end(handler)
+        early = [start_join(h, f"node {i}") for i, h in enumerate(handlers[:2])]
+        dead_after = FAST_TIMEOUTS["keep_alive_interval"] * FAST_TIMEOUTS["keep_alive_max_attempt"]
+        time.sleep(2.5 * dead_after)
+        assert not any(call.done() for call in early), "the round closed without the slow node"
+        late = start_join(handlers[2], "node 2")
+        infos = [call.result() for call in (*early, late)]
+        assert {i.world_size for i in infos} == {3}
 
     def test_too_few_survivors_end_the_job(self, nodes: Nodes) -> None:
         handlers = nodes(2, 2, 2)
