@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ from launchers import (
     TIMEOUT_S,
     WORKERS,
     Launch,
+    LauncherError,
     failure,
     finish,
     free_port,
@@ -201,12 +203,46 @@ def run_p(repeat: int) -> dict[str, Any]:
             "met": met}
 
 
+def sample_by_hand(scratch: Path) -> float:
+    """(q)'s floor: the two workers of a two-agent job started directly, no launcher, with
+    the environment a launcher would give them; launch -> the last rank's first step."""
+    port = free_port()
+    env = {**launcher_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    argv = [sys.executable, str(WORKER), str(scratch), "3600"]  # no crash: killed after
+    launched = time.time()
+    procs = [subprocess.Popen(argv, cwd=scratch, env={**env, "RANK": str(rank),
+                                                      "GROUP_RANK": str(rank)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for rank in range(NPROC)]
+    try:
+        names = [f"step-0-{rank}" for rank in range(NPROC)]
+        deadline = time.monotonic() + TIMEOUT_S
+        while not all((scratch / name).exists() for name in names):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise LauncherError(f"(q) by hand: the workers did not step (exit codes "
+                                    f"{[p.poll() for p in procs]})")
+            time.sleep(0.01)  # the times compared are the ones the workers wrote
+        return max(float((scratch / name).read_text()) for name in names) - launched
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run_q(repeat: int) -> dict[str, Any]:
-    """(q) from the two-agent jobs."""
+    """(q) from the two-agent jobs, and its floor: the same workers started by hand."""
     shared = ("c10d", repeat) in _CACHE
     c10d = setup_result("c10d", repeat)
+    by_hand = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="pliant-bench-q-by-hand-") as tmp:
+            by_hand.append(sample_by_hand(Path(tmp)))
+    torchrun = c10d["parts"]["launch_step"]["median"]["torchrun"]
+    floor = stats(by_hand)
     return {"c10d": c10d, "jobs_of_p": shared, "target": f"pliant / torchrun <= {Q_TARGET:g}",
-            "met": c10d["parts"]["launch_step"]["ratio"]["pliant"] <= Q_TARGET}
+            "met": c10d["parts"]["launch_step"]["ratio"]["pliant"] <= Q_TARGET,
+            "by_hand": {**floor, "ratio": float(floor["median"]) / torchrun}}
 
 
 # -- bench.md -----------------------------------------------------------------------------------
@@ -295,6 +331,11 @@ def p_rows(p: dict[str, Any]) -> list[str]:
 def q_rows(q: dict[str, Any]) -> list[str]:
     rows = variant_rows(q["c10d"], "launch_step",
                         "launch -> every rank completed its first step", Q_TARGET)
+    hand = q.get("by_hand")
+    if hand:
+        rows.append(f"| launch -> every rank completed its first step | no launcher: the two "
+                    f"workers started by hand | {hand['median']:.3f} s ({hand['min']:.3f}-"
+                    f"{hand['max']:.3f}) | {hand['ratio']:.3f} | - | - |")
     return [*HEADER, *rows, "",
             "Two agents on c10d on loopback (`--nnodes 2 --nproc-per-node 1`, the "
             "store hosted by the first agent), `workers/ddp_step.py` as in (p)"
@@ -305,4 +346,9 @@ def q_rows(q: dict[str, Any]) -> list[str]:
             "includes the agents' own start (interpreter, imports), the rendezvous, "
             "starting the workers, and in them interpreter start, `import torch`, "
             "`init_process_group(\"gloo\")`, building `DistributedDataParallel` and the "
-                   f"first step. Target: {q['target']}."]
+                   f"first step. Target: {q['target']}."
+            + (" The floor, `no launcher`: the same two workers started directly with the "
+               "environment a launcher gives them (RANK, WORLD_SIZE, MASTER_ADDR, "
+               "MASTER_PORT), run right after the launcher jobs; no launcher can start "
+               "them sooner, so its ratio bounds any launcher's on this machine."
+               if hand else "")]
