@@ -242,6 +242,30 @@ def test_min_max_nodes_parse() -> None:
     _refused(_config_nnodes("2:20:30"), "'2:20:30'", "--nnodes")
 
 
+def test_launch_shutdown(pliant_store: str, tmp_path: Path) -> None:
+    """torch: ElasticLaunchTest.test_launch_shutdown. torch mocks the agent and asserts the
+    launcher calls ``rdzv_handler.shutdown()`` once, which closes the rendezvous; here its
+    effect is seen: after a run on a standalone store, an agent with the same run id is
+    refused before any worker starts (torchrun: RendezvousClosedError, exit 1; checked)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    run_id = str(uuid.uuid4().int)
+
+    def launch(touch_dir: Path) -> subprocess.CompletedProcess[str]:
+        return pliant_run("--nnodes=1:2", f"--nproc-per-node={NPROC}", "--rdzv-backend=c10d",
+                          f"--rdzv-endpoint={pliant_store}", "--rdzv-conf=last_call_timeout=1",
+                          f"--rdzv-id={run_id}", "--monitor-interval=1", SCRIPT,
+                          f"--touch-file-dir={touch_dir}")
+
+    _ok(launch(first))
+    assert _touched(first) == {str(i) for i in range(NPROC)}
+    again = launch(second)
+    assert again.returncode == 1, f"{again.stdout}\n{again.stderr}"
+    assert "already ended" in again.stderr, again.stderr
+    assert _touched(second) == set()
+
+
 def test_is_torchelastic_launched(tmp_path: Path) -> None:
     """torch: ElasticLaunchTest.test_is_torchelastic_launched."""
     out_file = tmp_path / "out"
