@@ -10,6 +10,7 @@ fresh rendezvous point and fresh per-attempt log files.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -197,6 +198,7 @@ class LocalElasticAgent:
             self._start_standbys()
             with self._signals_handled():
                 result = self._invoke_run()
+            self._record_metrics(result)
             if result.is_failed():
                 self._keep_run_dir = True  # the report points at the error files in it
             return result
@@ -775,6 +777,48 @@ class LocalElasticAgent:
         raise SignalException(f"agent received {sig.name}", sig)
 
     # -- reporting ---------------------------------------------------------------------
+
+    def get_event_succeeded(self) -> events.Event:
+        """torch's ``torchelastic.worker.status.SUCCEEDED`` event for this agent."""
+        return self._status_event("SUCCEEDED")
+
+    def get_event_failed(self) -> events.Event:
+        """torch's ``torchelastic.worker.status.FAILED`` event for this agent, with the
+        exception being handled (if any) as ``raw_error``."""
+        import traceback
+
+        return self._status_event("FAILED", raw_error=traceback.format_exc())
+
+    def _status_event(self, state: str, raw_error: str | None = None) -> events.Event:
+        spec, group = self._spec, self._worker_group
+        assert spec.rdzv_handler is not None
+        md = {"group_world_size": group.group_world_size,
+              "entry_point": spec.get_entrypoint_name()}
+        metadata: dict[str, events.EventMetadataValue] = {
+            "run_id": spec.rdzv_handler.get_run_id(), "global_rank": None,
+            "group_rank": group.group_rank, "worker_id": None, "role": spec.role,
+            "hostname": socket.getfqdn(), "state": state, "total_run_time": 0,
+            "rdzv_backend": spec.rdzv_handler.get_backend(), "raw_error": raw_error,
+            "metadata": json.dumps(md), "agent_restarts": self._restart_count,
+            "duration_ms": None}
+        return events.Event(f"torchelastic.worker.status.{state}",
+                            source=events.EventSource.AGENT, metadata=metadata)
+
+    def _record_metrics(self, result: RunResult) -> None:
+        """torch's per-run metrics, under its names (group ``torchelastic``): run_total,
+        one of the four run_{success,failed}_{with,no}_retries set to 1 (the others 0), and
+        flakiness (100 for a failed run, else the share of the restart budget used)."""
+        role, failed = self._spec.role, result.is_failed()
+        retried = self._restart_count > 0
+        metrics.put_metric(f"workers.{role}.run_total", 1)
+        for name, happened in (("run_success_with_retries", not failed and retried),
+                               ("run_success_no_retries", not failed and not retried),
+                               ("run_failed_with_retries", failed and retried),
+                               ("run_failed_no_retries", failed and not retried)):
+            metrics.put_metric(f"workers.{role}.{name}", int(happened))
+        flakiness = 100.0 if failed else \
+            100.0 * self._restart_count / (self._spec.max_restarts + 1)
+        metrics.put_metric(f"workers.{role}.flakiness", int(flakiness))
 
     def _emit(self, name: str, **metadata: events.EventMetadataValue) -> None:
         if not events.get_handlers():

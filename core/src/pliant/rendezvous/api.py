@@ -151,11 +151,19 @@ class RendezvousParameters:
 
     def get_as_int(self, key: str, default: int | None = None) -> int | None:
         value = self.get(key, default)
-        return None if value is None else int(value)
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            raise ValueError(f"the rendezvous option {key!r} is {value!r}, which is not an "
+                             f"integer; set --rdzv-conf {key}=N") from None
 
     def get_as_float(self, key: str, default: float | None = None) -> float | None:
         value = self.get(key, default)
-        return None if value is None else float(value)
+        try:
+            return None if value is None else float(value)
+        except ValueError:
+            raise ValueError(f"the rendezvous option {key!r} is {value!r}, which is not a "
+                             f"number; set --rdzv-conf {key}=SECONDS") from None
 
 
 class RendezvousHandler(ABC):
