@@ -40,7 +40,8 @@ from pliant.settings import (
     parse_str,
 )
 
-__all__ = ["CORE_SETTINGS", "TORCHRUN_OPTIONS", "Config", "Value", "handler_conf", "load", "parse_plugin_conf"]
+__all__ = ["CORE_SETTINGS", "TORCHRUN_OPTIONS", "Config", "Value", "handler_conf", "load",
+           "parse_plugin_conf"]
 
 
 def _optional(parser: Any) -> Any:
@@ -158,7 +159,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "The same for stderr, to filtered_stderr.log.", metavar="TEXT,..."),
     Setting("exit_code", parse_choice(*EXIT_CODES), "worker",
             "What pliant exits with when the job fails: 'worker', the root-cause worker's "
-            "code (128+N for signal N); 'torchrun', 1 as torchrun does.", metavar="worker|torchrun"),
+            "code (128+N for signal N); 'torchrun', 1 as torchrun does.",
+            metavar="worker|torchrun"),
     Setting("preload", _modules, defaults.PRELOAD,
             "Modules warm standby workers import before they are needed; 'auto': torch and "
             "what a DDP first step imports, when the script imports torch; '' for no "
