@@ -27,7 +27,8 @@ def test_quoted_conf_and_a_key_for_someone_else_still_run(launcher: str, free_po
         # Each key it ignores is named, with the close match when there is one; the quotes
         # did not make 'join_timeout or bar' keys or values.
         assert ("rdzv_conf key 'join_timout' (from flag --rdzv-conf) is not a setting of "
-                "rendezvous backend 'c10d'; ignored (did you mean 'join_timeout'?)") in result.stderr
+                "rendezvous backend 'c10d'; ignored (did you mean 'join_timeout'?)"
+                ) in result.stderr
         assert "rdzv_conf key 'foo' " in result.stderr
         assert "'join_timeout" not in result.stderr.replace("'join_timeout'", "")
         assert "bar'" not in result.stderr

@@ -148,7 +148,11 @@ def _load_config(ns: argparse.Namespace) -> config.Config:
         explicit = (ns.config_file, "flag --config")
     elif os.environ.get("PLIANT_CONFIG"):
         explicit = (os.environ["PLIANT_CONFIG"], "env PLIANT_CONFIG")
-    return config.load(flags, os.environ, Path.cwd(), explicit)
+    cfg = config.load(flags, os.environ, Path.cwd(), explicit)
+    _setup_logging(cfg["debug"])
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    return cfg
 
 
 def _plugin_manager(cfg: config.Config) -> Any:

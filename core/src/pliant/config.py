@@ -229,9 +229,12 @@ class Value:
 class Config:
     """The effective configuration: one :class:`Value` per core setting."""
 
-    def __init__(self, values: Mapping[str, Value], file: Path | None = None) -> None:
+    def __init__(self, values: Mapping[str, Value], file: Path | None = None,
+                 warnings: Sequence[str] = ()) -> None:
         self._values = dict(values)
         self.file = file
+        #: What the user set that means nothing to pliant (a mistyped PLIANT_* variable).
+        self.warnings = tuple(warnings)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name].value
@@ -355,7 +358,37 @@ def load(
         source = f"flag {setting.flag}"
         values[name] = Value(_parse(setting, raw, source), source)
 
-    return Config(values, file_path)
+    return Config(values, file_path, _unknown_variables(env))
+
+
+#: pliant's own variables that are not settings: what the agent gives its workers (and a
+#: worker's own ``pliant run`` inherits), and the config file's path.
+INTERNAL_ENV = frozenset({"PLIANT_CONFIG", "PLIANT_AGENT_PID", "PLIANT_NODE", "PLIANT_RELAY",
+                          "PLIANT_RETURN_FILE", "PLIANT_STANDBY_FD", "PLIANT_STANDBY_PRELOAD"})
+
+
+def _unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``PLIANT_*``/``PET_*`` variable that is no setting: a typo must not
+    be silently ignored (``PET_VIRTUAL_LOCAL_RANK`` was, once)."""
+    known = {*INTERNAL_ENV, *(alias for s in CORE_SETTINGS for alias in s.env_aliases)}
+    found = []
+    for var in sorted(env):
+        prefix = "PLIANT_" if var.startswith("PLIANT_") else "PET_" if var.startswith("PET_") \
+            else None
+        if prefix is None or var in known:
+            continue
+        name = var[len(prefix):].lower()
+        if name in _BY_NAME:
+            continue
+        if name in TORCHRUN_OPTIONS:
+            found.append(f"env {var} is torchrun's --{name.replace('_', '-')}, which pliant "
+                         "does not support; ignored")
+            continue
+        close = _close_match(name, list(_BY_NAME), n=1, cutoff=0.75)
+        hint = f"did you mean {prefix}{close[0].upper()}?" if close else \
+            "see 'pliant config' for the settings and 'pliant run --help' for their flags"
+        found.append(f"env {var} is not a pliant setting; ignored ({hint})")
+    return found
 
 
 def parse_plugin_conf(
