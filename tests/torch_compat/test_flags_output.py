@@ -108,3 +108,21 @@ def test_pliant_prefixes_piped_output_and_a_template_replaces_its_prefix(
         "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": "[${role_name}${local_rank}]:"})
     assert code == 0, lines
     assert _worker_lines(lines) == ["[default0]:err 0 tty=False", "[default0]:out 0 tty=False"]
+
+
+def test_a_warm_restarted_worker_keeps_the_terminal(tmp_path: Path) -> None:
+    # The replacement comes from a warm standby, which is handed the terminal as a cold
+    # worker would be.
+    script = write_script(tmp_path / "warm.py", """\
+import os, sys
+warm = "torch" in sys.modules  # a warm standby imported it before the script ran
+import torch
+attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+os.write(1, f"attempt {attempt} warm={warm} tty={sys.stdout.isatty()}\\n".encode())
+sys.exit(1 if attempt == "0" else 0)
+""")
+    code, lines = on_terminal([PLIANT, "run", "--max-restarts", "1", "--standby-delay", "0",
+                               str(script)], timeout=120)
+    assert code == 0, lines
+    shown = [line.strip() for line in lines if line.startswith("attempt")]
+    assert shown == ["attempt 0 warm=False tty=True", "attempt 1 warm=True tty=True"], lines

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from flags_compat import launch, write_script
+from pliant_e2e import run_pliant
 
 SCRIPT = """\
 import json, os, sys
@@ -57,3 +58,15 @@ def test_an_ambiguous_prefix_is_refused_naming_the_candidates(tmp_path: Path) ->
     assert "ambiguous option: --st could match" in pliant.stderr
     assert "--standalone" in pliant.stderr and "--start-method" in pliant.stderr
     assert "ran" not in pliant.stdout
+
+
+def test_prefixes_with_equals_and_in_pliant_config(tmp_path: Path) -> None:
+    result = run_pliant("config", "--nproc-per=3", "--max_rest", "2", "--exit-c", "torchrun",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "nproc_per_node = 3  # flag --nproc-per-node" in result.stdout
+    assert "max_restarts = 2  # flag --max-restarts" in result.stdout
+    assert "exit_code = torchrun  # flag --exit-code" in result.stdout
+    unknown = run_pliant("config", "--nproc-per-nodes", "3", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --nproc-per-nodes" in unknown.stderr
