@@ -8,6 +8,9 @@ Subcommands:
 * ``pliant store [--backend c10d] [--host H] [--port P]`` runs a standalone
   rendezvous store, so the coordination point need not live in a training node.
 
+``run`` and ``config`` take unambiguous prefixes of their long flags, as torchrun's
+argparse parser does (:func:`expand_abbreviations`).
+
 A mistake the user can fix ends with a one-paragraph message and exit code 2,
 never a traceback (``--debug`` or ``PLIANT_DEBUG=1`` shows one).
 """

@@ -5,7 +5,9 @@ From lowest to highest precedence:
 1. the defaults in :data:`CORE_SETTINGS`;
 2. a config file: ``--config FILE`` (or ``PLIANT_CONFIG``), else ``./pliant.toml``,
    else ``[tool.pliant]`` in ``./pyproject.toml``;
-3. environment variables ``PLIANT_<NAME>``, then torchrun's ``PET_<NAME>``;
+3. environment variables ``PLIANT_<NAME>``, then torchrun's ``PET_<NAME>``, then a
+   setting's ``env_aliases`` (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``); any other ``PLIANT_*``
+   or ``PET_*`` variable is a warning (:attr:`Config.warnings`);
 4. command-line flags.
 
 Each resolved value remembers its source, so an error (and ``pliant config``)
