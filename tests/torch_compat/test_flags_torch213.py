@@ -52,6 +52,16 @@ def test_without_virtual_local_rank_ranks_and_devices_are_untouched(tmp_path: Pa
         ("0", "3,5"), ("1", "3,5")]
 
 
+def test_virtual_local_rank_needs_a_device_per_worker(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "w.py", "print('ran')\n")
+    result = launch("pliant", "--nproc-per-node", "3", str(script),
+                    env={"CUDA_VISIBLE_DEVICES": "3,5", "PET_VIRTUAL_LOCAL_RANK": "1"})
+    assert result.returncode == 2
+    assert ("virtual_local_rank (from env PET_VIRTUAL_LOCAL_RANK) gives each of the 3 workers "
+            "one device of CUDA_VISIBLE_DEVICES='3,5'") in result.stderr
+    assert "ran" not in result.stdout
+
+
 FRUIT = """\
 import sys
 print("apple one")

@@ -87,6 +87,11 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     """
     nproc = _nproc(cfg)
     _check_numa_binding(cfg)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cfg["virtual_local_rank"] and visible is not None and len(visible.split(",")) < nproc:
+        raise ConfigError(f"virtual_local_rank (from {cfg.source('virtual_local_rank')}) gives "
+                          f"each of the {nproc} workers one device of CUDA_VISIBLE_DEVICES="
+                          f"{visible!r}, which lists fewer; list one per worker, or run fewer")
     entrypoint, args = _entrypoint(cfg, script, script_args)
     chosen = choices(cfg, pm)
     built: dict[str, list[Any]] = {"metrics": [], "events": [], "timer": []}
