@@ -218,7 +218,7 @@ def _check_numa_binding(cfg: Config) -> None:
     where = f"numa_binding {mode!r} (from {cfg.source('numa_binding')})"
     if _gpu_count() == 0:
         raise ConfigError(f"{where} binds each worker to the CPUs near its GPU, and no NVIDIA "
-                          "GPU is visible here; drop --numa-binding (or PET_NUMA_BINDING)")
+                          "GPU is visible here; drop it")
     raise ConfigError(f"{where}: pliant does not bind workers to NUMA nodes yet; drop "
                       "--numa-binding, or start each worker under numactl with --no-python")
 
