@@ -8,6 +8,9 @@ Subcommands:
 * ``pliant store [--backend c10d] [--host H] [--port P]`` runs a standalone
   rendezvous store, so the coordination point need not live in a training node.
 
+``run`` and ``config`` take unambiguous prefixes of their long flags, as torchrun's
+argparse parser does (:func:`expand_abbreviations`).
+
 A mistake the user can fix ends with a one-paragraph message and exit code 2,
 never a traceback (``--debug`` or ``PLIANT_DEBUG=1`` shows one).
 """
@@ -61,6 +64,49 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, metavar=setting.metavar, **kwargs)
 
 
+def _options() -> dict[str, tuple[str, bool]]:
+    """Every long option of ``pliant run``/``pliant config``: its dest, and whether it takes
+    a value."""
+    options = {"--help": ("help", False), "--config": ("config_file", True)}
+    for setting in config.CORE_SETTINGS:
+        for name in {setting.flag, "--" + setting.name}:
+            options[name] = (setting.name, not setting.is_flag)
+    return options
+
+
+def expand_abbreviations(words: Sequence[str]) -> list[str]:
+    """Spell out the unambiguous prefixes of long options (``--nproc-per 2``), as torchrun's
+    argparse parser accepts them. Words after the script are the script's. A prefix shared by
+    a torchrun option and pliant's own means torchrun's; one shared by several options of the
+    same origin is refused, naming them."""
+    options = _options()
+    takes_value = {"-r", "-t", *(name for name, (_, value) in options.items() if value)}
+    result: list[str] = []
+    words = list(words)
+    while words:
+        word = words.pop(0)
+        if word == "--" or not word.startswith("-") or word == "-":
+            return [*result, word, *words]  # the script and its arguments, untouched
+        name, eq, value = word.partition("=")
+        if name.startswith("--") and name not in options:
+            matches = {opt: dest for opt, (dest, _) in options.items() if opt.startswith(name)}
+            dests = set(matches.values())
+            if len(dests) > 1 and len(dests & config.TORCHRUN_OPTIONS) == 1:
+                dests &= config.TORCHRUN_OPTIONS
+            if len(dests) > 1:
+                shown = ", ".join(sorted(matches))
+                raise UsageError(f"ambiguous option: {name} could match {shown}\n"
+                                 "Spell it out; see 'pliant run --help' for the flags it takes.")
+            if dests:
+                (dest,) = dests
+                name = next(opt for opt, d in matches.items() if d == dest)
+                word = name + eq + value
+        result.append(word)
+        if name in takes_value and not eq and words:
+            result.append(words.pop(0))
+    return result
+
+
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog="pliant", description="Elastic, fault-tolerant launcher for PyTorch.",
                      allow_abbrev=False, argv=argv)
@@ -105,7 +151,11 @@ def _load_config(ns: argparse.Namespace) -> config.Config:
         explicit = (ns.config_file, "flag --config")
     elif os.environ.get("PLIANT_CONFIG"):
         explicit = (os.environ["PLIANT_CONFIG"], "env PLIANT_CONFIG")
-    return config.load(flags, os.environ, Path.cwd(), explicit)
+    cfg = config.load(flags, os.environ, Path.cwd(), explicit)
+    _setup_logging(cfg["debug"])
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    return cfg
 
 
 def _plugin_manager(cfg: config.Config) -> Any:
@@ -242,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
             raise UsageError(f"pliant needs a command before {argv[0]!r}: to launch a script "
                              f"as torchrun would, use 'pliant run {' '.join(argv[:3])} ...'")
+        if argv[:1] in (["run"], ["config"]):
+            argv = [argv[0], *expand_abbreviations(argv[1:])]
         parser = _build_parser(argv)
         ns = parser.parse_args(argv)
         if ns.command == "run":

@@ -5,7 +5,9 @@ From lowest to highest precedence:
 1. the defaults in :data:`CORE_SETTINGS`;
 2. a config file: ``--config FILE`` (or ``PLIANT_CONFIG``), else ``./pliant.toml``,
    else ``[tool.pliant]`` in ``./pyproject.toml``;
-3. environment variables ``PLIANT_<NAME>``, then torchrun's ``PET_<NAME>``;
+3. environment variables ``PLIANT_<NAME>``, then torchrun's ``PET_<NAME>``, then a
+   setting's ``env_aliases`` (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``); any other ``PLIANT_*``
+   or ``PET_*`` variable is a warning (:attr:`Config.warnings`);
 4. command-line flags.
 
 Each resolved value remembers its source, so an error (and ``pliant config``)
@@ -40,7 +42,8 @@ from pliant.settings import (
     parse_str,
 )
 
-__all__ = ["CORE_SETTINGS", "Config", "Value", "handler_conf", "load", "parse_plugin_conf"]
+__all__ = ["CORE_SETTINGS", "TORCHRUN_OPTIONS", "Config", "Value", "handler_conf", "load",
+           "parse_plugin_conf"]
 
 
 def _optional(parser: Any) -> Any:
@@ -68,6 +71,21 @@ def _modules(value: Any) -> tuple[str, ...]:
                              f"{name!r} is not one")
     return names
 
+
+def _filters(value: Any) -> tuple[str, ...]:
+    """torchrun's ``--duplicate-std*-filters``: comma-separated, ``,,`` for a literal comma."""
+    if isinstance(value, list | tuple):
+        return tuple(parse_str(item) for item in value)
+    text = parse_str(value)
+    if not text:
+        return ()
+    return tuple(item.replace("\0", ",") for item in text.replace(",,", "\0").split(","))
+
+
+#: torch 2.13's ``--numa-binding`` modes (torch.numa.binding.AffinityMode).
+NUMA_MODES = ("node", "socket", "exclusive", "core-complex")
+#: ``--exit-code``: the root-cause worker's code (pliant's default) or torchrun's 1.
+EXIT_CODES = ("worker", "torchrun")
 
 CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("nnodes", parse_nnodes, (1, 1), "Number of nodes, or MIN:MAX for an elastic job.",
@@ -101,8 +119,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("no_python", parse_bool, False,
             "Run the script argument as an executable, without python.", is_flag=True),
     Setting("run_path", parse_bool, False,
-            "Accepted for torchrun compatibility: pliant always runs the script in a fresh "
-            "worker interpreter, as run_path would.", is_flag=True),
+            "Run the script as a Python file (runpy.run_path) even with --no-python or -m, as "
+            "torchrun does; each worker is a fresh interpreter either way.", is_flag=True),
     Setting("log_dir", _optional(parse_str), None,
             "Directory for per-attempt, per-rank log files.", metavar="DIR"),
     Setting("redirects", parse_std, 0,
@@ -123,7 +141,28 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("signals_to_handle", parse_signals, defaults.SIGNALS,
             "Signals the agent forwards to its workers before it exits.", metavar="SIG,..."),
     Setting("shutdown_timeout", parse_float(minimum=0.0), defaults.SHUTDOWN_TIMEOUT,
-            "Seconds between SIGTERM and SIGKILL when workers are stopped.", metavar="SECONDS"),
+            "Seconds between SIGTERM and SIGKILL when workers are stopped (also read from "
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT, as torchrun does).", metavar="SECONDS",
+            env_aliases=("TORCH_ELASTIC_SHUTDOWN_TIMEOUT",)),
+    Setting("event_log_handler", parse_str, "null",
+            "torchrun's event handler name: 'null' (the default) records nothing; another "
+            "name selects that pliant event handler, as --events does.", metavar="NAME"),
+    Setting("numa_binding", _optional(parse_choice(*NUMA_MODES)), None,
+            "torchrun's binding of workers to the CPUs near their GPU (" + ", ".join(NUMA_MODES)
+            + "); needs NVIDIA GPUs.", metavar="MODE"),
+    Setting("virtual_local_rank", parse_bool, False,
+            "Every worker sees LOCAL_RANK=0 and CUDA_VISIBLE_DEVICES limited to its own GPU.",
+            is_flag=True),
+    Setting("duplicate_stdout_filters", _filters, (),
+            "Also copy tee'd stdout lines containing any of these strings to "
+            "filtered_stdout.log in the attempt's log directory (',,' for a comma).",
+            metavar="TEXT,..."),
+    Setting("duplicate_stderr_filters", _filters, (),
+            "The same for stderr, to filtered_stderr.log.", metavar="TEXT,..."),
+    Setting("exit_code", parse_choice(*EXIT_CODES), "worker",
+            "What pliant exits with when the job fails: 'worker', the root-cause worker's "
+            "code (128+N for signal N); 'torchrun', 1 as torchrun does.",
+            metavar="worker|torchrun"),
     Setting("preload", _modules, defaults.PRELOAD,
             "Modules warm standby workers import before they are needed; 'auto': torch and "
             "what a DDP first step imports, when the script imports torch; '' for no "
@@ -154,6 +193,17 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {setting.name: setting for setting in CORE_SETTINGS}
 
+#: The options of torch 2.13's ``torchrun`` (argparse dests): an abbreviation that could
+#: mean one of these or one of pliant's own options means torchrun's, as under torchrun.
+TORCHRUN_OPTIONS = frozenset({
+    "nnodes", "nproc_per_node", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "rdzv_conf",
+    "standalone", "max_restarts", "monitor_interval", "start_method", "event_log_handler",
+    "role", "module", "no_python", "run_path", "log_dir", "redirects", "tee",
+    "local_ranks_filter", "duplicate_stdout_filters", "duplicate_stderr_filters", "node_rank",
+    "master_addr", "master_port", "local_addr", "logs_specs", "numa_binding",
+    "signals_to_handle", "shutdown_timeout", "virtual_local_rank", "help",
+})
+
 
 def _toml() -> Any:
     """The TOML parser, imported only when there is a file to read (start-up time)."""
@@ -181,9 +231,12 @@ class Value:
 class Config:
     """The effective configuration: one :class:`Value` per core setting."""
 
-    def __init__(self, values: Mapping[str, Value], file: Path | None = None) -> None:
+    def __init__(self, values: Mapping[str, Value], file: Path | None = None,
+                 warnings: Sequence[str] = ()) -> None:
         self._values = dict(values)
         self.file = file
+        #: What the user set that means nothing to pliant (a mistyped PLIANT_* variable).
+        self.warnings = tuple(warnings)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name].value
@@ -307,7 +360,37 @@ def load(
         source = f"flag {setting.flag}"
         values[name] = Value(_parse(setting, raw, source), source)
 
-    return Config(values, file_path)
+    return Config(values, file_path, _unknown_variables(env))
+
+
+#: pliant's own variables that are not settings: what the agent gives its workers (and a
+#: worker's own ``pliant run`` inherits), and the config file's path.
+INTERNAL_ENV = frozenset({"PLIANT_CONFIG", "PLIANT_AGENT_PID", "PLIANT_NODE", "PLIANT_RELAY",
+                          "PLIANT_RETURN_FILE", "PLIANT_STANDBY_FD", "PLIANT_STANDBY_PRELOAD"})
+
+
+def _unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``PLIANT_*``/``PET_*`` variable that is no setting: a typo must not
+    be silently ignored (``PET_VIRTUAL_LOCAL_RANK`` was, once)."""
+    known = {*INTERNAL_ENV, *(alias for s in CORE_SETTINGS for alias in s.env_aliases)}
+    found = []
+    for var in sorted(env):
+        prefix = "PLIANT_" if var.startswith("PLIANT_") else "PET_" if var.startswith("PET_") \
+            else None
+        if prefix is None or var in known:
+            continue
+        name = var[len(prefix):].lower()
+        if name in _BY_NAME:
+            continue
+        if name in TORCHRUN_OPTIONS:
+            found.append(f"env {var} is torchrun's --{name.replace('_', '-')}, which pliant "
+                         "does not support; ignored")
+            continue
+        close = _close_match(name, list(_BY_NAME), n=1, cutoff=0.75)
+        hint = f"did you mean {prefix}{close[0].upper()}?" if close else \
+            "see 'pliant config' for the settings and 'pliant run --help' for their flags"
+        found.append(f"env {var} is not a pliant setting; ignored ({hint})")
+    return found
 
 
 def parse_plugin_conf(

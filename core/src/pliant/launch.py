@@ -10,6 +10,8 @@ rendezvous backend and its parameters, the metric and event handlers and the tim
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import shutil
 import sys
@@ -22,12 +24,17 @@ from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant._delivery.context import context, set_context
 from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
 from pliant.agent.report import exit_code, format_report, signal_exit_code
-from pliant.config import Config, handler_conf
+from pliant.config import Config, handler_conf, parse_plugin_conf
 from pliant.errors import ConfigError, UsageError
 from pliant.plugins import PluginManager, Selected
 from pliant.rendezvous import RendezvousError, RendezvousParameters
 
 __all__ = ["Choice", "Launch", "choices", "prepare", "rendezvous_backend"]
+
+log = logging.getLogger("pliant")
+
+#: torchrun's ``--event-log-handler`` names that record nothing (torch's NullHandler).
+_TORCH_NULL_EVENT_HANDLERS = ("null", "dynamic_rendezvous")
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Launch:
     script: str  #: as the user gave it, for the failure report
     spec: WorkerSpec
     agent: LocalElasticAgent
+    torchrun_exit_code: bool = False  #: --exit-code torchrun: every failure exits 1
 
     def run(self) -> int:
         """Run the agent; the exit code for the process (a failure's report on stderr)."""
@@ -55,7 +63,7 @@ class Launch:
         try:
             result = self.agent.run()
         except SignalException as exc:
-            return signal_exit_code(exc.sigval)
+            return 1 if self.torchrun_exit_code else signal_exit_code(exc.sigval)
         except RendezvousError as exc:
             # The workers are stopped; a rendezvous failure is the job's failure, not a usage
             # error.
@@ -66,7 +74,7 @@ class Launch:
         if result.is_failed():
             print(format_report(result, os.path.basename(self.script), self.run_id),
                   file=sys.stderr)
-            return exit_code(result.root_cause())
+            return 1 if self.torchrun_exit_code else exit_code(result.root_cause())
         return 0
 
 
@@ -78,6 +86,12 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     agent's own records, and the rendezvous handler's, go to them as the workers' do.
     """
     nproc = _nproc(cfg)
+    _check_numa_binding(cfg)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cfg["virtual_local_rank"] and visible is not None and len(visible.split(",")) < nproc:
+        raise ConfigError(f"virtual_local_rank (from {cfg.source('virtual_local_rank')}) gives "
+                          f"each of the {nproc} workers one device of CUDA_VISIBLE_DEVICES="
+                          f"{visible!r}, which lists fewer; list one per worker, or run fewer")
     entrypoint, args = _entrypoint(cfg, script, script_args)
     chosen = choices(cfg, pm)
     built: dict[str, list[Any]] = {"metrics": [], "events": [], "timer": []}
@@ -109,6 +123,9 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
         tee=cfg["tee"],
         local_ranks_filter=frozenset(cfg["local_ranks_filter"]),
         shutdown_timeout=cfg["shutdown_timeout"],
+        duplicate_stdout_filters=cfg["duplicate_stdout_filters"],
+        duplicate_stderr_filters=cfg["duplicate_stderr_filters"],
+        virtual_local_rank=cfg["virtual_local_rank"],
     )
     # The workers' records reach the handlers through the agent (its relay); they only need
     # the node's name for their tags.
@@ -120,21 +137,24 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
                               # On several nodes the standbys' imports overlap the rendezvous.
                               standbys_early=max_nodes > 1,
                               standby_delay=cfg["standby_delay"])
-    return Launch(run_id, script, spec, agent)
+    return Launch(run_id, script, spec, agent, cfg["exit_code"] == "torchrun")
 
 
 def choices(cfg: Config, pm: PluginManager) -> list[Choice]:
     """The rendezvous backend (first), the metric and event handlers and the timer that
     ``cfg`` selects, their settings validated; none built."""
     backend, source = rendezvous_backend(cfg)
-    chosen = [Choice("rendezvous", "rdzv_conf", "", pm.select(
-        "rendezvous", backend, source, cfg["rdzv_conf"], cfg.source("rdzv_conf")))]
+    chosen = [Choice("rendezvous", "rdzv_conf", "", _select_rendezvous(cfg, pm, backend, source))]
     for kind in ("metrics", "events"):
         conf_source = cfg.source(f"{kind}_conf")
-        per = handler_conf(kind, cfg[kind], cfg[f"{kind}_conf"], conf_source)
+        names = [(name, cfg.source(kind)) for name in cfg[kind]]
+        torch_handler = cfg["event_log_handler"]
+        if kind == "events" and torch_handler not in (*_TORCH_NULL_EVENT_HANDLERS, *cfg[kind]):
+            names.append((torch_handler, cfg.source("event_log_handler")))
+        per = handler_conf(kind, [name for name, _ in names], cfg[f"{kind}_conf"], conf_source)
         chosen += [Choice(kind, f"{kind}_conf", f"{name}.", pm.select(
-                       kind, name, cfg.source(kind), per[name], conf_source))
-                   for name in cfg[kind]]
+                       kind, name, name_source, per[name], conf_source))
+                   for name, name_source in names]
     if cfg["timer"] is not None:
         chosen.append(Choice("timer", "timer_conf", "", pm.select(
             "timer", cfg["timer"], cfg.source("timer"), cfg["timer_conf"],
@@ -143,6 +163,29 @@ def choices(cfg: Config, pm: PluginManager) -> list[Choice]:
         raise ConfigError(f"timer_conf (from {cfg.source('timer_conf')}) is set but no timer is "
                           "selected; choose one with --timer NAME")
     return chosen
+
+
+def _select_rendezvous(cfg: Config, pm: PluginManager, backend: str, source: str) -> Selected:
+    """The rendezvous backend, its settings validated. A ``--rdzv-conf`` key the backend does
+    not know is a warning, not a refusal, as torchrun ignores it (it may be meant for another
+    backend or tool); a bad value for a key it knows is an error."""
+    conf, conf_source = cfg["rdzv_conf"], cfg.source("rdzv_conf")
+    selected = pm.select("rendezvous", backend, source, {}, conf_source)
+    registration = selected.registration
+    known = [s.name for s in registration.settings]
+    kept = {}
+    for key, value in conf.items():
+        if key.replace("-", "_") in known:
+            kept[key] = value
+            continue
+        close = difflib.get_close_matches(key.replace("-", "_"), known, n=1, cutoff=0.6)
+        hint = (f"did you mean {close[0]!r}?" if close else
+                f"it accepts: {', '.join(sorted(known)) or 'none'}")
+        log.warning("rdzv_conf key %r (from %s) is not a setting of rendezvous backend %r; "
+                    "ignored (%s)", key, conf_source, registration.name, hint)
+    settings = parse_plugin_conf(kept, registration.settings,
+                                 f"rendezvous backend {registration.name!r}", conf_source)
+    return Selected(registration, selected.plugin, settings)
 
 
 def rendezvous_backend(cfg: Config) -> tuple[str, str]:
@@ -168,6 +211,18 @@ def _nproc(cfg: Config) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _check_numa_binding(cfg: Config) -> None:
+    mode = cfg["numa_binding"]
+    if mode is None:
+        return
+    where = f"numa_binding {mode!r} (from {cfg.source('numa_binding')})"
+    if _gpu_count() == 0:
+        raise ConfigError(f"{where} binds each worker to the CPUs near its GPU, and no NVIDIA "
+                          "GPU is visible here; drop it")
+    raise ConfigError(f"{where}: pliant does not bind workers to NUMA nodes yet; drop "
+                      "--numa-binding, or start each worker under numactl with --no-python")
+
+
 def _gpu_count() -> int:
     """Visible NVIDIA GPUs, read without importing torch: CUDA_VISIBLE_DEVICES, else the driver."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -180,15 +235,16 @@ def _gpu_count() -> int:
 
 
 def _entrypoint(cfg: Config, script: str, args: Sequence[str]) -> tuple[str, list[str]]:
-    """The program and arguments each worker runs; refuses a missing script."""
-    if cfg["no_python"]:
+    """The program and arguments each worker runs; refuses a missing script. ``--run-path``
+    wins over ``--no-python`` and ``-m``, as in torchrun: the script runs as a Python file."""
+    if cfg["no_python"] and not cfg["run_path"]:
         if cfg["module"]:
             raise ConfigError("-m/--module and --no-python cannot be combined: choose one")
         if shutil.which(script) is None:
             raise UsageError(f"program {script!r} (from the command line, with --no-python) was "
                              "not found on PATH nor as an executable file; check the name")
         return script, list(args)
-    if cfg["module"]:
+    if cfg["module"] and not cfg["run_path"]:
         return sys.executable, [*BOOTSTRAP, "module", script, *args]
     if not os.path.isfile(script):
         raise UsageError(f"training script {script!r} (from the command line) does not exist in "

@@ -138,11 +138,15 @@ def parse_list(value: Any) -> tuple[str, ...]:
 
 
 def parse_kv(value: Any) -> dict[str, str]:
-    """``key=value,key2=value2`` or a TOML table (nested tables join with dots)."""
+    """``key=value,key2=value2`` or a TOML table (nested tables join with dots); quotes
+    around the whole string are dropped."""
     if isinstance(value, Mapping):
         return _flatten(value)
+    text = parse_str(value).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]  # shell quotes kept by the caller, as torch's own tests pass them
     result: dict[str, str] = {}
-    for item in parse_str(value).split(","):
+    for item in text.split(","):
         if not item.strip():
             continue
         key, sep, val = item.partition("=")

@@ -77,6 +77,12 @@ class WorkerSpec:
     tee: Std = 0
     local_ranks_filter: frozenset[int] = frozenset()
     shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
+    #: torch's: tee'd lines containing any of these also go to the attempt's
+    #: ``filtered_stdout.log`` / ``filtered_stderr.log``, all local ranks together.
+    duplicate_stdout_filters: tuple[str, ...] = ()
+    duplicate_stderr_filters: tuple[str, ...] = ()
+    #: torch's: every worker sees ``LOCAL_RANK=0`` and only its own GPU.
+    virtual_local_rank: bool = False
 
     def __post_init__(self) -> None:
         if self.local_world_size < 1:
@@ -90,6 +96,8 @@ class WorkerSpec:
         if self.entrypoint is None:
             raise ValueError("WorkerSpec needs an entrypoint (a program or a function)")
         self.args = tuple(self.args)
+        self.duplicate_stdout_filters = tuple(self.duplicate_stdout_filters or ())
+        self.duplicate_stderr_filters = tuple(self.duplicate_stderr_filters or ())
 
     def get_entrypoint_name(self) -> str:
         if isinstance(self.entrypoint, str):

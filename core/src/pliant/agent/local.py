@@ -40,7 +40,7 @@ from pliant.agent.api import (
     WorkerState,
     std_for,
 )
-from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
+from pliant.agent.output import STDERR, STDOUT, StreamRoute, line_prefix, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
 from pliant.agent.standby import Standby, StandbyPool
@@ -88,6 +88,7 @@ class _Attempt:
     failures: dict[int, ProcessFailure] = field(default_factory=dict)
     stopping: bool = False
     expired: dict[int, Expiry] = field(default_factory=dict)  # killed by a timer
+    filtered: list[IO[bytes]] = field(default_factory=list)  # --duplicate-std*-filters files
 
 
 class LocalElasticAgent:
@@ -333,7 +334,7 @@ class LocalElasticAgent:
         if spec.local_world_size > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = "1"
         env.update({
-            "LOCAL_RANK": str(local_rank),
+            "LOCAL_RANK": "0" if spec.virtual_local_rank else str(local_rank),
             "ROLE_NAME": spec.role,
             "LOCAL_WORLD_SIZE": str(spec.local_world_size),
             "TORCHELASTIC_MAX_RESTARTS": str(spec.max_restarts),
@@ -341,6 +342,8 @@ class LocalElasticAgent:
             "TORCH_NCCL_ASYNC_ERROR_HANDLING": os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING",
                                                               "1"),
         })
+        if spec.virtual_local_rank:
+            env["CUDA_VISIBLE_DEVICES"] = _own_device(local_rank)
         env.update(self._timers.worker_env)
         if self._relay is not None:
             env.update(self._relay.worker_env())
@@ -398,18 +401,28 @@ class LocalElasticAgent:
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
         cold = False
+        os.makedirs(attempt.directory, exist_ok=True)
+        duplicates: list[tuple[IO[bytes], tuple[str, ...]] | None] = []
+        for name, filters in (("filtered_stdout.log", spec.duplicate_stdout_filters),
+                              ("filtered_stderr.log", spec.duplicate_stderr_filters)):
+            file = open(os.path.join(attempt.directory, name), "wb") if filters else None  # noqa: SIM115
+            if file is not None:
+                attempt.filtered.append(file)
+            duplicates.append(None if file is None else (file, filters))
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
             os.makedirs(rank_dir)
-            prefix = f"[{info.rank}:{worker.global_rank}] ".encode()
+            prefix, templated = line_prefix(info.rank, spec.role, worker.global_rank,
+                                            worker.local_rank)
             shown = not spec.local_ranks_filter or worker.local_rank in spec.local_ranks_filter
             redirects = std_for(spec.redirects, worker.local_rank)
             tee = std_for(spec.tee, worker.local_rank)
             out, err = (
                 route_stream(stream, redirects, tee, shown, console,
-                             os.path.join(rank_dir, name), prefix)
-                for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
-                                              (STDERR, self._console[1], "stderr.log"))
+                             os.path.join(rank_dir, name), prefix, templated, duplicate)
+                for stream, console, name, duplicate in (
+                    (STDOUT, self._console[0], "stdout.log", duplicates[0]),
+                    (STDERR, self._console[1], "stderr.log", duplicates[1]))
             )
             env = self._worker_env(worker.local_rank, rank_dir)
             warm = self._start_warm(worker.local_rank, env, argv, out, err)
@@ -504,6 +517,9 @@ class LocalElasticAgent:
                 child_fds.append(write_end)
                 ours.append(write_end)
                 pipes.append(open(read_end, "rb", buffering=0))  # noqa: SIM115
+            elif isinstance(route.child, int) and route.child >= 0:  # the agent's terminal
+                child_fds.append(route.child)
+                pipes.append(None)
             elif route.child == subprocess.DEVNULL:
                 fd = os.open(os.devnull, os.O_WRONLY)
                 child_fds.append(fd)
@@ -689,6 +705,9 @@ class LocalElasticAgent:
             proc.close()
         self._timers.forget(proc.pid for proc in attempt.procs)
         attempt.routes.clear()
+        for file in attempt.filtered:
+            file.close()
+        attempt.filtered.clear()
         if self._attempt is attempt:
             self._attempt = None
 
@@ -852,3 +871,17 @@ def _may_use_torch(warm_argv: Sequence[str]) -> bool:
             return _TORCH_IMPORT.search(f.read()) is not None
     except OSError:
         return False
+
+
+def _own_device(local_rank: int) -> str:
+    """``--virtual-local-rank``: the one GPU a worker sees, as torch's agent picks it (its
+    entry in the agent's CUDA_VISIBLE_DEVICES, else its local rank)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return str(local_rank)
+    devices = visible.split(",")
+    if local_rank >= len(devices):
+        raise UsageError(f"--virtual-local-rank: local rank {local_rank} has no GPU of its own in "
+                         f"CUDA_VISIBLE_DEVICES={visible!r}; list one per worker, or run fewer "
+                         "workers")
+    return devices[local_rank].strip()
