@@ -16,6 +16,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pliant.agent import (
+        ChildFailedError,
         LocalElasticAgent,
         ProcessFailure,
         RunResult,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from pliant.settings import Setting
 
 _LAZY = {
+    "ChildFailedError": "pliant.agent",
     "LocalElasticAgent": "pliant.agent",
     "ProcessFailure": "pliant.agent",
     "RunResult": "pliant.agent",
@@ -64,6 +66,7 @@ _LAZY = {
 
 __all__ = [
     "PROJECT",
+    "ChildFailedError",
     "ConfigError",
     "EventBackend",
     "LocalElasticAgent",

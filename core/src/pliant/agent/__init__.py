@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pliant.agent.api import (
+    ChildFailedError,
     ProcessFailure,
     RunResult,
     Std,
@@ -15,6 +16,7 @@ from pliant.agent.local import DEFAULT_SIGNALS, LocalElasticAgent, SignalExcepti
 
 __all__ = [
     "DEFAULT_SIGNALS",
+    "ChildFailedError",
     "LocalElasticAgent",
     "ProcessFailure",
     "RunResult",

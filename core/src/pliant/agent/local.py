@@ -46,7 +46,7 @@ from pliant.agent.standby import Standby, StandbyPool
 from pliant.agent.timers import AgentTimers, Expiry, iso
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
 from pliant.defaults import STANDBY_DELAY, START_METHOD, START_METHODS
-from pliant.errorfile import ERROR_FILE_ENV, read_error_file
+from pliant.errorfile import ERROR_FILE_ENV, error_timestamp, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
     RendezvousClosedError,
@@ -626,6 +626,10 @@ class LocalElasticAgent:
         if local_rank in attempt.expired:
             failure.cause = attempt.expired[local_rank].cause(proc.pid)
         failure.error_file_data = read_error_file(failure.error_file)
+        # As torch: when the worker wrote an error file, the failure is dated by it.
+        written = error_timestamp(failure.error_file_data)
+        if written is not None:
+            failure.timestamp = written
         attempt.failures[worker.global_rank] = failure
         self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
                    signal=failure.signal, message=failure.message[:500])
