@@ -113,7 +113,8 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     # The workers' records reach the handlers through the agent (its relay); they only need
     # the node's name for their tags.
     spec.env["PLIANT_NODE"] = context()["node"]
-    agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
+    agent = LocalElasticAgent(spec, start_method=cfg["start_method"],
+                              signals_to_handle=cfg["signals_to_handle"],
                               timers=built["timer"],  # the agent starts and stops them
                               metric_handlers=built["metrics"], event_handlers=built["events"],
                               preload=cfg["preload"],

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, IntFlag
 from string import Template
 from typing import Any
 
@@ -31,11 +31,32 @@ __all__ = [
     "WorkerState",
 ]
 
-#: torchrun's redirect/tee level: 0 none, 1 stdout, 2 stderr, 3 both; or per local rank.
-Std = int | dict[int, int]
+class Std(IntFlag):
+    """torchrun's redirect/tee level (torch's ``Std``): 0 none, 1 stdout, 2 stderr, 3 both."""
+
+    NONE = 0
+    OUT = 1
+    ERR = 2
+    ALL = OUT | ERR
+
+    @classmethod
+    def from_str(cls, text: str) -> Std | dict[int, Std]:
+        """``"3"`` -> ``Std.ALL``; ``"0:3,1:0"`` -> ``{0: Std.ALL, 1: Std.NONE}``."""
+        try:
+            if ":" not in text:
+                return cls(int(text))
+            return {int(rank): cls(int(level)) for rank, level in
+                    (item.split(":") for item in text.split(","))}
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a Std: expected 0-3 or LOCAL_RANK:LEVEL,...; "
+                             f"{exc}") from exc
 
 
-def std_for(std: Std, local_rank: int) -> int:
+#: A level for every local rank, or a level per local rank (missing ones: none).
+Streams = int | dict[int, int]
+
+
+def std_for(std: Streams, local_rank: int) -> int:
     return std.get(local_rank, 0) if isinstance(std, dict) else std
 
 
@@ -77,8 +98,8 @@ class WorkerSpec:
     local_addr: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: str | None = None
-    redirects: Std = 0
-    tee: Std = 0
+    redirects: Streams = 0
+    tee: Streams = 0
     local_ranks_filter: frozenset[int] = frozenset()
     shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
 

@@ -34,11 +34,13 @@ from pliant._delivery.relay import Relay
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
+    Worker,
     WorkerGroup,
     WorkerSpec,
     WorkerState,
     std_for,
 )
+from pliant.agent.logs import LogsDest, LogsSpecs
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
@@ -87,6 +89,7 @@ class _Attempt:
     failures: dict[int, ProcessFailure] = field(default_factory=dict)
     stopping: bool = False
     expired: dict[int, Expiry] = field(default_factory=dict)  # killed by a timer
+    error_files: dict[int, str] = field(default_factory=dict)  # by local rank
 
 
 class LocalElasticAgent:
@@ -116,8 +119,14 @@ class LocalElasticAgent:
     def __init__(
         self,
         spec: WorkerSpec,
+        logs_specs: LogsSpecs | None = None,
         start_method: str = START_METHOD,
         exit_barrier_timeout: float = 300.0,
+        log_line_prefix_template: str | None = None,
+        shutdown_timeout: float | None = None,
+        health_check_server: Any = None,
+        uninterruptible_state_timeout: float | None = None,
+        *,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
         timers: Sequence[TimerServer] | None = None,
@@ -127,6 +136,9 @@ class LocalElasticAgent:
         standbys_early: bool = False,
         standby_delay: float = STANDBY_DELAY,
     ) -> None:
+        if logs_specs is not None and not callable(getattr(logs_specs, "reify", None)):
+            raise TypeError(f"LocalElasticAgent(spec, {logs_specs!r}): the second argument is "
+                            "logs_specs, a LogsSpecs, as in torch; pass start_method= by keyword")
         if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
         if start_method == "fork" and callable(spec.entrypoint):
@@ -135,6 +147,11 @@ class LocalElasticAgent:
                 "start_method 'fork' is not supported for function entrypoints: a forked worker "
                 "would inherit the agent's state; use 'spawn' (or 'forkserver', the same here)")
         self._spec = spec
+        self._logs_specs = logs_specs
+        self._log_line_prefix_template = log_line_prefix_template
+        if shutdown_timeout is not None:
+            spec.shutdown_timeout = shutdown_timeout
+        self._health_check_server = health_check_server
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
@@ -386,7 +403,6 @@ class LocalElasticAgent:
         return [sys.executable, *BOOTSTRAP, "function", path]
 
     def _start_workers(self, info: RendezvousInfo, last: _Attempt | None) -> _Attempt:
-        spec = self._spec
         assert self._selector is not None
         count = self._restart_count
         regroup = last.regroup + 1 if last is not None and last.restart_count == count else 0
@@ -396,20 +412,17 @@ class LocalElasticAgent:
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
         cold = False
+        envs: dict[int, dict[str, str]] = {}
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
             os.makedirs(rank_dir)
-            prefix = f"[{info.rank}:{worker.global_rank}] ".encode()
-            shown = not spec.local_ranks_filter or worker.local_rank in spec.local_ranks_filter
-            redirects = std_for(spec.redirects, worker.local_rank)
-            tee = std_for(spec.tee, worker.local_rank)
-            out, err = (
-                route_stream(stream, redirects, tee, shown, console,
-                             os.path.join(rank_dir, name), prefix)
-                for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
-                                              (STDERR, self._console[1], "stderr.log"))
-            )
-            env = self._worker_env(worker.local_rank, rank_dir)
+            envs[worker.local_rank] = self._worker_env(worker.local_rank, rank_dir)
+        dest = self._logs_specs.reify(envs) if self._logs_specs is not None else None
+        for worker in self._worker_group.workers:
+            env = envs[worker.local_rank]
+            rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
+            out, err = self._routes(worker, info.rank, rank_dir, dest)
+            attempt.error_files[worker.local_rank] = env.get(ERROR_FILE_ENV, "")
             warm = self._start_warm(worker.local_rank, env, argv, out, err)
             if warm is not None:
                 proc, pipes = warm
@@ -443,6 +456,46 @@ class LocalElasticAgent:
         self._worker_group.state = WorkerState.HEALTHY
         self._emit("workers_started", attempt=count)
         return attempt
+
+    def _routes(self, worker: Worker, node_rank: int, rank_dir: str,
+                dest: LogsDest | None) -> tuple[StreamRoute, StreamRoute]:
+        """Where the worker's stdout and stderr go: as the given LogsSpecs placed them, else
+        as the spec's redirects, tee and filter say, in the worker's folder of the attempt."""
+        spec = self._spec
+        rank = worker.local_rank
+        prefix = self._prefix(worker, node_rank)
+        if dest is None:
+            shown = not spec.local_ranks_filter or rank in spec.local_ranks_filter
+            redirects, tee = std_for(spec.redirects, rank), std_for(spec.tee, rank)
+            out, err = (route_stream(stream, redirects, tee, shown, console,
+                                     os.path.join(rank_dir, name), prefix)
+                        for stream, console, name in ((STDOUT, self._console[0], "stdout.log"),
+                                                      (STDERR, self._console[1], "stderr.log")))
+            return out, err
+
+        def placed(paths: dict[int, str], tees: dict[int, str], console: BinaryIO) -> StreamRoute:
+            path = paths.get(rank, "")
+            if path == os.devnull:
+                return StreamRoute(None, None, prefix)
+            if not path:
+                return StreamRoute(console, None, prefix)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            shown = console if rank in tees and tees[rank] != os.devnull else None
+            return StreamRoute(shown, open(path, "wb"), prefix)
+
+        return (placed(dest.stdouts, dest.tee_stdouts, self._console[0]),
+                placed(dest.stderrs, dest.tee_stderrs, self._console[1]))
+
+    def _prefix(self, worker: Worker, node_rank: int) -> bytes:
+        """A console line's prefix: ``[node:rank] `` or ``log_line_prefix_template``'s."""
+        template = self._log_line_prefix_template
+        if template is None:
+            return f"[{node_rank}:{worker.global_rank}] ".encode()
+        from string import Template
+
+        return Template(template).safe_substitute(
+            role_name=self._spec.role, rank=worker.global_rank,
+            local_rank=worker.local_rank).encode()
 
     # -- warm standbys -----------------------------------------------------------------
 
@@ -620,12 +673,13 @@ class LocalElasticAgent:
             exitcode=code,
             hostname=self._hostname,
             timestamp=now,
-            error_file=os.path.join(attempt.directory, str(local_rank), "error.json"),
+            error_file=attempt.error_files.get(local_rank, ""),
             restart_count=self._restart_count,
         )
         if local_rank in attempt.expired:
             failure.cause = attempt.expired[local_rank].cause(proc.pid)
-        failure.error_file_data = read_error_file(failure.error_file)
+        failure.error_file_data = (read_error_file(failure.error_file)
+                                   if failure.error_file else None)
         # As torch: when the worker wrote an error file, the failure is dated by it.
         written = error_timestamp(failure.error_file_data)
         if written is not None:
