@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pliant.agent import WorkerSpec
@@ -44,3 +46,17 @@ def python_spec(code: str, nproc: int = 1, **kwargs: Any) -> WorkerSpec:
     kwargs.setdefault("max_restarts", 0)
     return WorkerSpec(role="trainer", local_world_size=nproc, rdzv_handler=OneNode(),
                       entrypoint=sys.executable, args=("-c", code), **kwargs)
+
+
+def write_distribution(site: Path, name: str, entry_points: str, modules: dict[str, str],
+                       ) -> dict[str, str]:
+    """An installed distribution in ``site`` (its dist-info and modules), as pip leaves one:
+    ``entry_points`` is the text of its entry_points.txt. Returns the environment that puts
+    ``site`` on the path of the processes a test starts."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    for module, text in modules.items():
+        (site / f"{module}.py").write_text(text)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}

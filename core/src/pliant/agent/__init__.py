@@ -13,11 +13,15 @@ from pliant.agent.api import (
     WorkerState,
 )
 from pliant.agent.local import DEFAULT_SIGNALS, LocalElasticAgent, SignalException
+from pliant.agent.logs import DefaultLogsSpecs, LogsDest, LogsSpecs
 
 __all__ = [
     "DEFAULT_SIGNALS",
     "ChildFailedError",
+    "DefaultLogsSpecs",
     "LocalElasticAgent",
+    "LogsDest",
+    "LogsSpecs",
     "ProcessFailure",
     "RunResult",
     "SignalException",

@@ -158,7 +158,7 @@ class LocalElasticAgent:
         self._budget = RestartBudget(spec.max_restarts)
         self._hostname = socket.gethostname()
         self._run_dir = ""
-        self._keep_run_dir = spec.log_dir is not None
+        self._keep_run_dir = spec.log_dir is not None and logs_specs is None
         self._selector: selectors.BaseSelector | None = None
         self._attempt: _Attempt | None = None
         self._signal_received: list[signal.Signals] = []
@@ -199,12 +199,12 @@ class LocalElasticAgent:
         spec = self._spec
         assert spec.rdzv_handler is not None
         run_id = spec.rdzv_handler.get_run_id()
-        if spec.log_dir is not None:
+        if spec.log_dir is not None and self._logs_specs is None:  # else it places the logs
             os.makedirs(spec.log_dir, exist_ok=True)
             self._run_dir = tempfile.mkdtemp(prefix=f"{run_id}_", dir=spec.log_dir)
         else:
             self._run_dir = tempfile.mkdtemp(prefix=f"pliant-{run_id}-")
-            self._keep_run_dir = bool(spec.redirects or spec.tee)
+            self._keep_run_dir = self._logs_specs is None and bool(spec.redirects or spec.tee)
         if self._keep_run_dir:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
