@@ -458,7 +458,8 @@ class PluginManager:
         broken = [i for i in self._infos.values() if i.status == "failed"]
         # A plugin that did not load but would provide the name: say why, not "install it".
         suspects = [i for i in self._infos.values() if i.status in ("failed", "disabled")
-                    and (i.name == name or (package and i.distribution == package))]
+                    and (i.name in (name, f"{TORCHRUN_HANDLERS}:{name}")
+                         or (package and i.distribution == package))]
         for info in suspects:
             why = (f"failed to load: {info.error}" if info.status == "failed"
                    else f"is {info.error}")
