@@ -12,6 +12,7 @@ from pliant.agent.api import (
     WorkerSpec,
     WorkerState,
 )
+from pliant.agent.health import HealthCheckServer, create_healthcheck_server
 from pliant.agent.local import DEFAULT_SIGNALS, LocalElasticAgent, SignalException
 from pliant.agent.logs import DefaultLogsSpecs, LogsDest, LogsSpecs
 
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_SIGNALS",
     "ChildFailedError",
     "DefaultLogsSpecs",
+    "HealthCheckServer",
     "LocalElasticAgent",
     "LogsDest",
     "LogsSpecs",
@@ -30,4 +32,5 @@ __all__ = [
     "WorkerGroup",
     "WorkerSpec",
     "WorkerState",
+    "create_healthcheck_server",
 ]

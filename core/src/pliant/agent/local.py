@@ -40,14 +40,21 @@ from pliant.agent.api import (
     WorkerState,
     std_for,
 )
+from pliant.agent.health import HEALTH_CHECK_PORT_ENV, HealthCheckServer
 from pliant.agent.logs import LogsDest, LogsSpecs
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
 from pliant.agent.standby import Standby, StandbyPool
 from pliant.agent.timers import AgentTimers, Expiry, iso
+from pliant.defaults import (
+    HEALTH_CHECK_HEARTBEAT,
+    HEALTH_CHECK_TIMEOUT,
+    STANDBY_DELAY,
+    START_METHOD,
+    START_METHODS,
+)
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
-from pliant.defaults import STANDBY_DELAY, START_METHOD, START_METHODS
 from pliant.errorfile import ERROR_FILE_ENV, error_timestamp, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
@@ -124,7 +131,7 @@ class LocalElasticAgent:
         exit_barrier_timeout: float = 300.0,
         log_line_prefix_template: str | None = None,
         shutdown_timeout: float | None = None,
-        health_check_server: Any = None,
+        health_check_server: HealthCheckServer | None = None,
         uninterruptible_state_timeout: float | None = None,
         *,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
@@ -152,6 +159,7 @@ class LocalElasticAgent:
         if shutdown_timeout is not None:
             spec.shutdown_timeout = shutdown_timeout
         self._health_check_server = health_check_server
+        self._last_progress = time.time()  # the agent's heartbeat, for the health check
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
@@ -209,6 +217,7 @@ class LocalElasticAgent:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
+            self._start_health_check()
             self._timers.start(self._selector)
             self._start_relay()
             self._start_standbys()
@@ -223,6 +232,8 @@ class LocalElasticAgent:
             if self._standbys is not None:
                 self._standbys.close()
             self._timers.stop()
+            if self._health_check_server is not None:
+                self._health_check_server.stop()
             self._stop_relay()
             self._selector.close()
             # What this run recorded has reached the handlers when run() returns.
@@ -522,6 +533,56 @@ class LocalElasticAgent:
         self._standbys.refill()
         metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
 
+    # -- the health check -------------------------------------------------------------
+
+    def _start_health_check(self) -> None:
+        """Serve the health check given, or the one ``TORCHELASTIC_HEALTH_CHECK_PORT`` asks
+        for (see :mod:`pliant.agent.health`)."""
+        if self._health_check_server is None:
+            text = os.environ.get(HEALTH_CHECK_PORT_ENV, "").strip()
+            if not text:
+                return
+            try:
+                port = int(text)
+                if not 0 <= port <= 65535:
+                    raise ValueError
+            except ValueError:
+                raise UsageError(f"{HEALTH_CHECK_PORT_ENV}={text!r} is not a port: set it to a "
+                                 "number from 0 to 65535, or unset it") from None
+            self._health_check_server = HealthCheckServer(
+                self._alive_time, port, HEALTH_CHECK_TIMEOUT, self._health_status)
+        try:
+            self._health_check_server.start()
+        except OSError as exc:
+            port_text = os.environ.get(HEALTH_CHECK_PORT_ENV) or self._health_check_server.port
+            raise UsageError(f"cannot serve the health check on port {port_text} (from env "
+                             f"{HEALTH_CHECK_PORT_ENV}): {exc.strerror or exc}; choose a free "
+                             "port, or unset the variable") from exc
+
+    def _alive_time(self) -> int:
+        """The agent's last heartbeat (seconds since the epoch), as torch's callback gives
+        it; while the agent waits in a rendezvous, now (the rendezvous has its own timeout)."""
+        if self._in_rendezvous:
+            return int(time.time())
+        return int(self._last_progress)
+
+    def _health_status(self) -> dict[str, Any]:
+        spec, group = self._spec, self._worker_group
+        attempt = self._attempt
+        procs = attempt.procs if attempt is not None else []
+        return {
+            "state": "RENDEZVOUS" if self._in_rendezvous else group.state.value,
+            "role": spec.role,
+            "run_id": spec.rdzv_handler.get_run_id() if spec.rdzv_handler else None,
+            "restart_count": self._restart_count,
+            "max_restarts": spec.max_restarts,
+            "group_rank": group.group_rank,
+            "pid": os.getpid(),
+            "workers": [{"local_rank": w.local_rank, "rank": w.global_rank, "pid": p.pid,
+                         "running": p.returncode is None}
+                        for w, p in zip(group.workers, procs, strict=False)],
+        }
+
     def _until_refill(self, timeout: float | None) -> float | None:
         """``timeout``, shortened to wake when the standbys are due."""
         if self._refill_at is None:
@@ -614,7 +675,12 @@ class LocalElasticAgent:
         assert self._selector is not None
         exited = []
         readable_timers = []
-        for key, _ in self._selector.select(self._timers.timeout(self._until_refill(timeout))):
+        if self._health_check_server is not None:  # wake for the heartbeat
+            timeout = HEALTH_CHECK_HEARTBEAT if timeout is None else min(
+                timeout, HEALTH_CHECK_HEARTBEAT)
+        ready = self._selector.select(self._timers.timeout(self._until_refill(timeout)))
+        self._last_progress = time.time()
+        for key, _ in ready:
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
