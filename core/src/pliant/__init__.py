@@ -17,7 +17,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pliant.agent import (
         ChildFailedError,
+        DefaultLogsSpecs,
+        HealthCheckServer,
         LocalElasticAgent,
+        LogsSpecs,
         ProcessFailure,
         RunResult,
         Worker,
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "ChildFailedError": "pliant.agent",
+    "DefaultLogsSpecs": "pliant.agent",
+    "HealthCheckServer": "pliant.agent",
+    "LogsSpecs": "pliant.agent",
     "LocalElasticAgent": "pliant.agent",
     "ProcessFailure": "pliant.agent",
     "RunResult": "pliant.agent",
@@ -68,8 +74,11 @@ __all__ = [
     "PROJECT",
     "ChildFailedError",
     "ConfigError",
+    "DefaultLogsSpecs",
     "EventBackend",
+    "HealthCheckServer",
     "LocalElasticAgent",
+    "LogsSpecs",
     "MetricBackend",
     "PliantError",
     "PluginError",
