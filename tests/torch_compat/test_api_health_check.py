@@ -107,3 +107,27 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     bad = run_pliant("run", str(script), env={"TORCHELASTIC_HEALTH_CHECK_PORT": "http"})
     assert bad.returncode != 0
     assert "TORCHELASTIC_HEALTH_CHECK_PORT='http' is not a port" in bad.stderr
+
+
+def test_agent_serves_the_health_check_server_it_is_given(tmp_path: Path) -> None:
+    import threading
+
+    from api_compat import python_spec
+    from pliant.agent import LocalElasticAgent
+
+    server = HealthCheckServer(lambda: int(time.time()), 0, 60)
+    code = ("import os, time\n"
+            f"while not os.path.exists({str(tmp_path / 'finish')!r}):\n"
+            "    time.sleep(0.05)\n")
+    agent = LocalElasticAgent(python_spec(code), None, health_check_server=server)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(agent.run()))
+    thread.start()
+    try:
+        wait_for(lambda: server._server is not None)
+        status, body = get(server.port)
+        assert status == 200 and body["alive"] is True  # torch's callback, pliant's server
+    finally:
+        (tmp_path / "finish").write_text("")
+        thread.join(timeout=60)
+    assert results and not results[0].is_failed()

@@ -187,7 +187,15 @@ broken = brokenlogs:Missing
 def installed(tmp_path: Path) -> dict[str, str]:
     """A distribution with two ``torchrun.logs_specs`` entry points: one good, one broken."""
     return write_distribution(tmp_path / "site", "flatlogs", ENTRY_POINTS, {
-        "flatlogs": CUSTOM, "brokenlogs": "raise ImportError('brokenlogs needs libfoo')\n"})
+        "flatlogs": CUSTOM, "brokenlogs": BROKEN})
+
+
+# Leaves a mark when imported (then fails), to show which entry points a run loads.
+BROKEN = """import os
+if os.environ.get("MARKER"):
+    open(os.environ["MARKER"], "w").close()
+raise ImportError('brokenlogs needs libfoo')
+"""
 
 
 def test_logs_specs_flag_selects_the_entry_point_as_torchrun(
@@ -203,11 +211,12 @@ def test_logs_specs_flag_selects_the_entry_point_as_torchrun(
         assert done.returncode == 0, done.stderr
         assert sorted(p.name for p in logs.iterdir()) == ["flat0.log", "flat1.log"]
         assert (logs / "flat1.log").read_text() == "hello 1\n"
-    env = {**installed, "PET_LOGS_SPECS": "flat"}
+    env = {**installed, "PET_LOGS_SPECS": "flat", "MARKER": str(tmp_path / "imported")}
     done = run_pliant("run", "--nproc-per-node", "1", "--log-dir", str(tmp_path / "env"),
                       str(script), env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "env" / "flat0.log").read_text() == "hello 0\n"
+    assert not (tmp_path / "imported").exists()  # as torchrun: only the named one is loaded
 
 
 def test_logs_specs_default_is_torchs_layout(tmp_path: Path) -> None:

@@ -280,54 +280,60 @@ class PluginManager:
         self._by_plugin[id(module)] = info
         self._pm.check_pending()
 
-    def torchrun_group(self, group: str) -> dict[str, tuple[Any, PluginInfo]]:
+    def torchrun_group(self, group: str, only: str | None = None,
+                       ) -> dict[str, tuple[Any, PluginInfo | None]]:
         """What each entry point of torchrun's ``group`` loaded to (None when it failed), by
-        name, with its :class:`PluginInfo`; loaded once, each in its own ``try``."""
-        if group in self._torchrun:
-            return self._torchrun[group]
-        loaded: dict[str, tuple[Any, PluginInfo]] = {}
-        self._torchrun[group] = loaded
+        name, with its :class:`PluginInfo`; each loaded once, in its own ``try``. With
+        ``only``, that entry point alone is loaded (as torchrun loads ``--logs-specs``);
+        the others are listed, not loaded."""
+        loaded = self._torchrun.setdefault(group, {})
         if self._entry_points is None:
             eps = list(importlib.metadata.entry_points(group=group))
         else:  # the given ones only, as for pliant's group
             eps = [ep for ep in self._entry_points if ep.group == group]
+        found: dict[str, tuple[Any, PluginInfo | None]] = {}
         for ep in eps:
-            dist = getattr(ep, "dist", None)
-            info = PluginInfo(name=f"{group}:{ep.name}",
-                              distribution=dist.name if dist is not None else "?",
-                              version=dist.version if dist is not None else "?",
-                              module=ep.value, hooks=[group])
-            self._infos[info.name] = info
-            value = None
-            if self.no_plugins or ep.name in self._skip or info.distribution in self._skip:
-                info.status = "disabled"
-                info.error = f"disabled by {self.disabled_by or 'configuration'}"
-            else:
-                try:
-                    value = ep.load()
-                    if group == TORCHRUN_HANDLERS:
-                        value = value()  # torch: get_handler() returns the creator
-                        if not callable(value):
-                            raise TypeError(f"get_handler() returned {value!r}, not a "
-                                            "creator(params)")
-                except BaseException as exc:  # an import may raise anything, even SystemExit
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    info.status, info.error = "failed", f"load failed: {_describe(exc)}"
-                    value = None
-            loaded[ep.name] = (value, info)
-        return loaded
+            if ep.name not in loaded and (only is None or ep.name == only):
+                loaded[ep.name] = self._load_torchrun(group, ep)
+            found[ep.name] = loaded.get(ep.name, (None, None))
+        return found
+
+    def _load_torchrun(self, group: str, ep: importlib.metadata.EntryPoint,
+                       ) -> tuple[Any, PluginInfo]:
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(name=f"{group}:{ep.name}",
+                          distribution=dist.name if dist is not None else "?",
+                          version=dist.version if dist is not None else "?",
+                          module=ep.value, hooks=[group])
+        self._infos[info.name] = info
+        if self.no_plugins or ep.name in self._skip or info.distribution in self._skip:
+            info.status = "disabled"
+            info.error = f"disabled by {self.disabled_by or 'configuration'}"
+            return None, info
+        try:
+            value = ep.load()
+            if group == TORCHRUN_HANDLERS:
+                value = value()  # torch: get_handler() returns the creator
+                if not callable(value):
+                    raise TypeError(f"get_handler() returned {value!r}, not a creator(params)")
+        except BaseException as exc:  # an import may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            info.status, info.error = "failed", f"load failed: {_describe(exc)}"
+            return None, info
+        return value, info
 
     def logs_specs_class(self, name: str, source: str) -> Any:
         """The class that the ``torchrun.logs_specs`` entry point ``name`` loads (torchrun's
         ``--logs-specs``); an unknown name, or one that fails to load, is a PluginError."""
-        found = self.torchrun_group(TORCHRUN_LOGS_SPECS)
+        found = self.torchrun_group(TORCHRUN_LOGS_SPECS, only=name)
         if name not in found:
             available = ", ".join(["default", *sorted(n for n in found if n != "default")])
             raise PluginError(f"unknown logs specs {name!r} (from {source}); available: "
                               f"{available}. A package provides one with an entry point in "
                               f"the {TORCHRUN_LOGS_SPECS!r} group naming its LogsSpecs class.")
         cls, info = found[name]
+        assert info is not None  # loaded just now
         if cls is None:
             raise PluginError(f"logs specs {name!r} (from {source}) comes from {info.label}, "
                               f"entry point {info.module!r}, which {info.status}: {info.error}")
@@ -341,7 +347,7 @@ class PluginManager:
         ``rendezvous_handler_registry``, as backends."""
         found: list[tuple[Registration[Any], PluginInfo]] = []
         for name, (creator, info) in self.torchrun_group(TORCHRUN_HANDLERS).items():
-            if creator is None:
+            if creator is None or info is None:
                 continue
             try:
                 found.append((TorchrunCreator(name, _torch_factory(creator)), info))
