@@ -306,6 +306,11 @@ class PluginManager:
                           version=dist.version if dist is not None else "?",
                           module=ep.value, hooks=[group])
         self._infos[info.name] = info
+        if group == TORCHRUN_LOGS_SPECS and ep.name == "default":
+            info.status = "disabled"  # not even imported: it would import torch for nothing
+            info.error = ("--logs-specs default is pliant-core's DefaultLogsSpecs, the same "
+                          "layout, without importing torch")
+            return None, info
         if self.no_plugins or ep.name in self._skip or info.distribution in self._skip:
             info.status = "disabled"
             info.error = f"disabled by {self.disabled_by or 'configuration'}"
@@ -371,10 +376,6 @@ class PluginManager:
         for kind in KINDS.values():
             self.registrations(kind)
         self.torchrun_group(TORCHRUN_LOGS_SPECS)
-        default = self._infos.get(f"{TORCHRUN_LOGS_SPECS}:default")
-        if default is not None and default.status == "loaded":
-            default.error = ("--logs-specs default is pliant-core's DefaultLogsSpecs, the same "
-                             "layout, without importing torch")
         return list(self._infos.values())
 
     def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
