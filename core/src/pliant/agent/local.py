@@ -223,7 +223,7 @@ class LocalElasticAgent:
             self._start_standbys()
             with self._signals_handled():
                 result = self._invoke_run()
-            if result.is_failed():
+            if result.is_failed() and self._logs_specs is None:
                 self._keep_run_dir = True  # the report points at the error files in it
             return result
         finally:
