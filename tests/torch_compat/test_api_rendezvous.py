@@ -217,3 +217,44 @@ def test_torchrun_handlers_are_listed_and_load_errors_reported(
 def test_create_handler_names_an_unknown_backend() -> None:
     with pytest.raises(PluginError, match="unknown rendezvous backend 'nowhere'"):
         create_handler(RendezvousParameters("nowhere", "", "r", 1, 1))
+
+
+def test_torchs_rendezvous_errors_become_pliants() -> None:
+    from pliant import rendezvous as ours
+    from pliant.rendezvous.registry import as_pliant_handler
+
+    class Raising(torch_rdzv.RendezvousHandler):
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def get_backend(self) -> str:
+            return "raising"
+
+        def next_rendezvous(self) -> Any:
+            raise self.error
+
+        def is_closed(self) -> bool:
+            return False
+
+        def set_closed(self) -> None:
+            pass
+
+        def num_nodes_waiting(self) -> int:
+            return 0
+
+        def get_run_id(self) -> str:
+            return "r"
+
+        def shutdown(self) -> bool:
+            return True
+
+    for theirs, expected in ((torch_rdzv.RendezvousClosedError("closed"),
+                              ours.RendezvousClosedError),
+                             (torch_rdzv.RendezvousGracefulExitError("bye"),
+                              ours.RendezvousGracefulExitError),
+                             (torch_rdzv.RendezvousTimeoutError("slow"),
+                              ours.RendezvousTimeoutError)):
+        with pytest.raises(expected, match=str(theirs)):
+            as_pliant_handler(Raising(theirs)).next_rendezvous()
+    with pytest.raises(KeyError):
+        as_pliant_handler(Raising(KeyError("other"))).next_rendezvous()

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pliant.rendezvous.api as api
 from pliant.rendezvous.api import (
+    RendezvousError,
     RendezvousHandler,
     RendezvousInfo,
     RendezvousParameters,
@@ -97,7 +99,12 @@ class TorchHandler(RendezvousHandler):
         return str(self.handler.get_backend())
 
     def next_rendezvous(self) -> RendezvousInfo:
-        info = self.handler.next_rendezvous()
+        try:
+            info = self.handler.next_rendezvous()
+        except RendezvousError:
+            raise
+        except Exception as exc:
+            raise _as_pliant_error(exc) from exc
         if isinstance(info, RendezvousInfo):
             return info
         store_info = getattr(info, "bootstrap_store_info", None)
@@ -127,3 +134,13 @@ class TorchHandler(RendezvousHandler):
     @property
     def use_agent_store(self) -> bool:
         return bool(getattr(self.handler, "use_agent_store", False))
+
+
+def _as_pliant_error(exc: Exception) -> Exception:
+    """torch's rendezvous error as pliant's of the same name (a closed rendezvous, a graceful
+    exit, ...), so that the agent acts on it as on its own; any other error as it is."""
+    for cls in type(exc).__mro__:
+        ours = getattr(api, cls.__name__, None) if cls.__name__.startswith("Rendezvous") else None
+        if isinstance(ours, type) and issubclass(ours, RendezvousError):
+            return ours(str(exc))
+    return exc
