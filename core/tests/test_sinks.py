@@ -96,7 +96,7 @@ def test_prof_times_functions_and_blocks(sink: Collect) -> None:
     assert metrics.flush()
     names = [m.name for m in sink.metrics]
     assert names == [f"{step.__qualname__}.success", f"{step.__qualname__}.duration.ms",
-                     "bad.failure"]
+                     "bad.failure", "bad.duration.ms"]
 
 
 def test_handlers_per_group() -> None:

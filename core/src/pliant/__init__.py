@@ -16,7 +16,11 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pliant.agent import (
+        ChildFailedError,
+        DefaultLogsSpecs,
+        HealthCheckServer,
         LocalElasticAgent,
+        LogsSpecs,
         ProcessFailure,
         RunResult,
         Worker,
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
     from pliant.settings import Setting
 
 _LAZY = {
+    "ChildFailedError": "pliant.agent",
+    "DefaultLogsSpecs": "pliant.agent",
+    "HealthCheckServer": "pliant.agent",
+    "LogsSpecs": "pliant.agent",
     "LocalElasticAgent": "pliant.agent",
     "ProcessFailure": "pliant.agent",
     "RunResult": "pliant.agent",
@@ -64,9 +72,13 @@ _LAZY = {
 
 __all__ = [
     "PROJECT",
+    "ChildFailedError",
     "ConfigError",
+    "DefaultLogsSpecs",
     "EventBackend",
+    "HealthCheckServer",
     "LocalElasticAgent",
+    "LogsSpecs",
     "MetricBackend",
     "PliantError",
     "PluginError",

@@ -130,6 +130,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             short=("-t",), metavar="LEVEL"),
     Setting("local_ranks_filter", _ranks, (),
             "Show only these local ranks on the console, e.g. 0 or 0,2.", metavar="RANKS"),
+    Setting("logs_specs", _optional(parse_str), None,
+            "Place worker logs with the LogsSpecs class of this name in the torchrun.logs_specs "
+            "entry-point group, as torchrun does ('default': torch's layout).", metavar="NAME"),
     Setting("node_rank", parse_int(minimum=0), 0, "This node's rank, for static rendezvous.",
             metavar="N"),
     Setting("master_addr", parse_str, "127.0.0.1", "Address workers use to reach rank 0.",

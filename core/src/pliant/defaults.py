@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 
 __all__ = [
+    "HEALTH_CHECK_HEARTBEAT",
+    "HEALTH_CHECK_TIMEOUT",
     "MAX_RESTARTS",
     "MONITOR_INTERVAL",
     "PRELOAD",
@@ -30,6 +32,11 @@ MAX_RESTARTS = 3
 RUN_MAX_RESTARTS = 0
 #: Seconds between membership checks, for a rendezvous that cannot notify the agent.
 MONITOR_INTERVAL = 0.1
+#: Seconds without the agent's heartbeat after which its health check answers 503 (torch's
+#: agent gives its health check server 60).
+HEALTH_CHECK_TIMEOUT = 60.0
+#: Seconds between the agent's heartbeats while its health check is served.
+HEALTH_CHECK_HEARTBEAT = 5.0
 #: Seconds between SIGTERM and SIGKILL when the agent stops its workers.
 SHUTDOWN_TIMEOUT = 30.0
 #: The signals the agent handles: it forwards them to its workers, then exits.

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["ERROR_FILE_ENV", "read_error_file", "record", "write_error_file"]
+__all__ = ["ERROR_FILE_ENV", "error_timestamp", "read_error_file", "record", "write_error_file"]
 
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 
@@ -49,6 +49,23 @@ def read_error_file(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def error_timestamp(data: dict[str, Any] | None) -> float | None:
+    """When the worker wrote its error, as torch reads it: ``message.extraInfo.timestamp``,
+    or the top-level ``timestamp`` when ``message`` is a string; None when there is none."""
+    if not data:
+        return None
+    message = data.get("message")
+    if isinstance(message, dict):
+        extra = message.get("extraInfo")
+        value = extra.get("timestamp") if isinstance(extra, dict) else None
+    else:
+        value = data.get("timestamp")
+    try:
+        return float(int(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def record(fn: F) -> F:

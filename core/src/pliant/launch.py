@@ -25,7 +25,7 @@ from pliant._delivery.context import context, set_context
 from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
 from pliant.agent.report import exit_code, format_report, signal_exit_code
 from pliant.config import Config, handler_conf, parse_plugin_conf
-from pliant.errors import ConfigError, UsageError
+from pliant.errors import ConfigError, PluginError, UsageError
 from pliant.plugins import PluginManager, Selected
 from pliant.rendezvous import RendezvousError, RendezvousParameters
 
@@ -130,7 +130,8 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     # The workers' records reach the handlers through the agent (its relay); they only need
     # the node's name for their tags.
     spec.env["PLIANT_NODE"] = context()["node"]
-    agent = LocalElasticAgent(spec, cfg["start_method"], signals_to_handle=cfg["signals_to_handle"],
+    agent = LocalElasticAgent(spec, _logs_specs(cfg, pm), start_method=cfg["start_method"],
+                              signals_to_handle=cfg["signals_to_handle"],
                               timers=built["timer"],  # the agent starts and stops them
                               metric_handlers=built["metrics"], event_handlers=built["events"],
                               preload=cfg["preload"],
@@ -138,6 +139,35 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
                               standbys_early=max_nodes > 1,
                               standby_delay=cfg["standby_delay"])
     return Launch(run_id, script, spec, agent, cfg["exit_code"] == "torchrun")
+
+
+def _logs_specs(cfg: Config, pm: PluginManager) -> Any:
+    """The LogsSpecs ``--logs-specs`` names, built as torchrun builds it; None without one
+    (the agent then places the logs itself, in the same layout as torch's default)."""
+    name = cfg["logs_specs"]
+    if name is None:
+        return None
+    from pliant.agent import DefaultLogsSpecs, LogsSpecs, Std
+
+    source = cfg.source("logs_specs")
+    cls = DefaultLogsSpecs if name == "default" else pm.logs_specs_class(name, source)
+    std: Any = Std
+    if not issubclass(cls, LogsSpecs):  # written for torch: it gets torch's Std
+        std = getattr(sys.modules.get("torch.distributed.elastic.multiprocessing.api"), "Std",
+                      Std)
+
+    def as_std(value: Any) -> Any:
+        return ({k: std(v) for k, v in value.items()} if isinstance(value, dict)
+                else std(value))
+
+    try:
+        return cls(log_dir=cfg["log_dir"], redirects=as_std(cfg["redirects"]),
+                   tee=as_std(cfg["tee"]),
+                   local_ranks_filter=set(cfg["local_ranks_filter"]) or None)
+    except Exception as exc:
+        raise PluginError(f"logs specs {name!r} (from {source}): {cls.__qualname__}(log_dir, "
+                          f"redirects, tee, local_ranks_filter) failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def choices(cfg: Config, pm: PluginManager) -> list[Choice]:

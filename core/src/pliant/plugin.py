@@ -24,6 +24,10 @@ What is here, by use:
   from them), :func:`parse_conf` (settings of a handler built by hand),
   :class:`RendezvousParameters`, :class:`RendezvousInfo`, :class:`RoundEnd`, and the endpoint
   helpers :func:`members`, :func:`split_scheme`, :func:`split_host_port`, :func:`free_port`;
+* **written for torch**: :func:`as_pliant_handler` (and :class:`TorchHandler`), which lets
+  pliant's agent run a rendezvous handler of torch's kind, and :class:`LogsSpecs`,
+  :class:`DefaultLogsSpecs`, :class:`LogsDest` and :class:`Std`, to write a
+  ``torchrun.logs_specs`` class without importing torch;
 * **conformance kits** (they import pytest: use them from your tests only):
   :class:`RendezvousStoreTests`, :class:`RendezvousHandlerTests` and
   :class:`MemoryRendezvousStore`, an in-memory store to try a handler on, and
@@ -39,6 +43,8 @@ from pliant._lazy import face
 
 TYPE_CHECKING = False  # not typing's: every plugin imports this module when listed
 if TYPE_CHECKING:
+    from pliant.agent.api import Std
+    from pliant.agent.logs import DefaultLogsSpecs, LogsDest, LogsSpecs
     from pliant.errors import ConfigError, PliantError, PluginError, UsageError
     from pliant.events.types import Event, EventHandler, EventMetadataValue, EventSource
     from pliant.hookspecs import PLUGIN_API, PROJECT, hookimpl
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
     from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
     from pliant.rendezvous.elastic import ElasticRendezvousHandler
     from pliant.rendezvous.net import free_port, members, split_host_port, split_scheme
+    from pliant.rendezvous.registry import TorchHandler, as_pliant_handler
     from pliant.rendezvous.store import Beat, RendezvousStore
     from pliant.settings import (
         Setting,
@@ -92,6 +99,8 @@ if TYPE_CHECKING:
     from pliant.timer.types import ExpiredTimer, TimerServer
 
 _SOURCES: dict[str, tuple[str, ...]] = {
+    "pliant.agent.api": ("Std",),
+    "pliant.agent.logs": ("DefaultLogsSpecs", "LogsDest", "LogsSpecs"),
     "pliant.errors": ("ConfigError", "PliantError", "PluginError", "UsageError"),
     "pliant.events.types": ("Event", "EventHandler", "EventMetadataValue", "EventSource"),
     "pliant.hookspecs": ("PLUGIN_API", "PROJECT", "hookimpl"),
@@ -107,6 +116,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "pliant.rendezvous.conf": ("ELASTIC_SETTINGS", "Timeouts", "parse_conf"),
     "pliant.rendezvous.elastic": ("ElasticRendezvousHandler",),
     "pliant.rendezvous.net": ("free_port", "members", "split_host_port", "split_scheme"),
+    "pliant.rendezvous.registry": ("TorchHandler", "as_pliant_handler"),
     "pliant.rendezvous.store": ("Beat", "RendezvousStore"),
     "pliant.settings": ("Setting", "parse_bool", "parse_choice", "parse_float", "parse_int",
                         "parse_kv", "parse_list", "parse_port", "parse_str"),
@@ -123,6 +133,7 @@ __all__ = [
     "PROJECT",
     "Beat",
     "ConfigError",
+    "DefaultLogsSpecs",
     "ElasticRendezvousHandler",
     "Event",
     "EventBackend",
@@ -131,6 +142,8 @@ __all__ = [
     "EventMetadataValue",
     "EventSource",
     "ExpiredTimer",
+    "LogsDest",
+    "LogsSpecs",
     "MakeHandler",
     "MemoryRendezvousStore",
     "MetricBackend",
@@ -158,11 +171,14 @@ __all__ = [
     "RoundEnd",
     "Setting",
     "Settings",
+    "Std",
     "Timeouts",
     "TimerBackend",
     "TimerFactory",
     "TimerServer",
+    "TorchHandler",
     "UsageError",
+    "as_pliant_handler",
     "free_port",
     "hookimpl",
     "members",

@@ -14,6 +14,14 @@ that two plugins provide, naming both distributions.
 :func:`handlers_from_env` is the one place metric and event handlers are built
 from a process's environment (``PLIANT_METRICS``, ``PLIANT_EVENTS``), for a
 process that did not configure its own.
+
+torchrun's own entry-point groups are loaded as torchrun loads them, each entry point in
+its own ``try`` and shown by ``pliant plugins`` as ``GROUP:NAME``: ``torchrun.handlers``
+(``get_handler()`` returns a rendezvous creator ``creator(params)``; each is a rendezvous
+backend of its entry point's name, scanned with pliant's plugins) and
+``torchrun.logs_specs`` (a ``LogsSpecs`` class, loaded when ``--logs-specs`` names it).
+Creators registered in this process with ``rendezvous_handler_registry.register`` are
+rendezvous backends too.
 """
 
 from __future__ import annotations
@@ -38,9 +46,24 @@ from pliant.registrations import (
     RendezvousBackend,
     TimerBackend,
 )
+from pliant.rendezvous.registry import as_pliant_handler, rendezvous_handler_registry
 from pliant.settings import parse_kv, parse_list
 
-__all__ = ["KINDS", "Kind", "PluginInfo", "PluginManager", "Selected", "handlers_from_env"]
+__all__ = [
+    "KINDS",
+    "TORCHRUN_HANDLERS",
+    "TORCHRUN_LOGS_SPECS",
+    "Kind",
+    "PluginInfo",
+    "PluginManager",
+    "Selected",
+    "TorchrunCreator",
+    "handlers_from_env",
+]
+
+#: torchrun's entry-point groups: rendezvous creators, and LogsSpecs classes.
+TORCHRUN_HANDLERS = "torchrun.handlers"
+TORCHRUN_LOGS_SPECS = "torchrun.logs_specs"
 
 log = logging.getLogger("pliant.sinks")
 
@@ -125,6 +148,29 @@ class Selected:
                               f"to start: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class TorchrunCreator(RendezvousBackend):
+    """A rendezvous creator written for torchrun, as a backend: it declares no settings, so
+    every ``--rdzv-conf`` key reaches it in ``params`` as torchrun passes them."""
+
+
+def _torch_factory(creator: Any) -> Any:
+    """``factory(params, settings)`` calling torch's ``creator(params)``, with the
+    ``--rdzv-conf`` keys in ``params`` (torch's RendezvousParameters when torch is there)."""
+
+    def factory(params: Any, settings: Mapping[str, Any]) -> Any:
+        try:
+            from torch.distributed.elastic.rendezvous import RendezvousParameters
+        except ImportError:
+            from pliant.rendezvous.api import RendezvousParameters  # type: ignore[assignment]
+        torch_params = RendezvousParameters(
+            params.backend, params.endpoint, params.run_id, params.min_nodes,
+            params.max_nodes, params.local_addr, **{**params.config, **settings})
+        return as_pliant_handler(creator(torch_params))
+
+    return factory
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -169,6 +215,7 @@ class PluginManager:
         self._entry_points = entry_points
         self._skip = set(disabled)
         self._scanned = False
+        self._torchrun: dict[str, dict[str, tuple[Any, PluginInfo]]] = {}
 
     # -- loading ---------------------------------------------------------------
 
@@ -182,7 +229,8 @@ class PluginManager:
         if entry_points is None:
             entry_points = list(importlib.metadata.entry_points(group=hookspecs.PROJECT))
         for ep in entry_points:
-            self._load(ep, self._skip)
+            if ep.group not in (TORCHRUN_HANDLERS, TORCHRUN_LOGS_SPECS):
+                self._load(ep, self._skip)
 
     def _load(self, ep: importlib.metadata.EntryPoint, skip: set[str]) -> None:
         dist = getattr(ep, "dist", None)
@@ -232,12 +280,102 @@ class PluginManager:
         self._by_plugin[id(module)] = info
         self._pm.check_pending()
 
+    def torchrun_group(self, group: str, only: str | None = None,
+                       ) -> dict[str, tuple[Any, PluginInfo | None]]:
+        """What each entry point of torchrun's ``group`` loaded to (None when it failed), by
+        name, with its :class:`PluginInfo`; each loaded once, in its own ``try``. With
+        ``only``, that entry point alone is loaded (as torchrun loads ``--logs-specs``);
+        the others are listed, not loaded."""
+        loaded = self._torchrun.setdefault(group, {})
+        if self._entry_points is None:
+            eps = list(importlib.metadata.entry_points(group=group))
+        else:  # the given ones only, as for pliant's group
+            eps = [ep for ep in self._entry_points if ep.group == group]
+        found: dict[str, tuple[Any, PluginInfo | None]] = {}
+        for ep in eps:
+            if ep.name not in loaded and (only is None or ep.name == only):
+                loaded[ep.name] = self._load_torchrun(group, ep)
+            found[ep.name] = loaded.get(ep.name, (None, None))
+        return found
+
+    def _load_torchrun(self, group: str, ep: importlib.metadata.EntryPoint,
+                       ) -> tuple[Any, PluginInfo]:
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(name=f"{group}:{ep.name}",
+                          distribution=dist.name if dist is not None else "?",
+                          version=dist.version if dist is not None else "?",
+                          module=ep.value, hooks=[group])
+        self._infos[info.name] = info
+        if group == TORCHRUN_LOGS_SPECS and ep.name == "default":
+            info.status = "disabled"  # not even imported: it would import torch for nothing
+            info.error = ("--logs-specs default is pliant-core's DefaultLogsSpecs, the same "
+                          "layout, without importing torch")
+            return None, info
+        if self.no_plugins or ep.name in self._skip or info.distribution in self._skip:
+            info.status = "disabled"
+            info.error = f"disabled by {self.disabled_by or 'configuration'}"
+            return None, info
+        try:
+            value = ep.load()
+            if group == TORCHRUN_HANDLERS:
+                value = value()  # torch: get_handler() returns the creator
+                if not callable(value):
+                    raise TypeError(f"get_handler() returned {value!r}, not a creator(params)")
+        except BaseException as exc:  # an import may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            info.status, info.error = "failed", f"load failed: {_describe(exc)}"
+            return None, info
+        return value, info
+
+    def logs_specs_class(self, name: str, source: str) -> Any:
+        """The class that the ``torchrun.logs_specs`` entry point ``name`` loads (torchrun's
+        ``--logs-specs``); an unknown name, or one that fails to load, is a PluginError."""
+        found = self.torchrun_group(TORCHRUN_LOGS_SPECS, only=name)
+        if name not in found:
+            available = ", ".join(["default", *sorted(n for n in found if n != "default")])
+            raise PluginError(f"unknown logs specs {name!r} (from {source}); available: "
+                              f"{available}. A package provides one with an entry point in "
+                              f"the {TORCHRUN_LOGS_SPECS!r} group naming its LogsSpecs class.")
+        cls, info = found[name]
+        assert info is not None  # loaded just now
+        if cls is None:
+            raise PluginError(f"logs specs {name!r} (from {source}) comes from {info.label}, "
+                              f"entry point {info.module!r}, which {info.status}: {info.error}")
+        if not isinstance(cls, type) or not callable(getattr(cls, "reify", None)):
+            raise PluginError(f"logs specs {name!r} (from {source}): entry point {info.module!r}"
+                              f" of {info.label} is {cls!r}, not a LogsSpecs class")
+        return cls
+
+    def _torchrun_backends(self) -> list[tuple[Registration[Any], PluginInfo]]:
+        """The rendezvous creators of ``torchrun.handlers`` and of this process's
+        ``rendezvous_handler_registry``, as backends."""
+        found: list[tuple[Registration[Any], PluginInfo]] = []
+        for name, (creator, info) in self.torchrun_group(TORCHRUN_HANDLERS).items():
+            if creator is None or info is None:
+                continue
+            try:
+                found.append((TorchrunCreator(name, _torch_factory(creator)), info))
+            except (TypeError, ValueError) as exc:
+                info.status, info.error = "failed", _describe(exc)
+        for name in rendezvous_handler_registry.names():
+            info = self._infos.setdefault("rendezvous_handler_registry", PluginInfo(
+                "rendezvous_handler_registry", "(this process)", "-",
+                "pliant.rendezvous.rendezvous_handler_registry", hooks=["register"]))
+            creator = rendezvous_handler_registry.creator(name)
+            try:
+                found.append((TorchrunCreator(name, _torch_factory(creator)), info))
+            except (TypeError, ValueError) as exc:
+                info.error = _describe(exc)
+        return found
+
     # -- querying --------------------------------------------------------------
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen, loaded or not; calling the hooks first records their failures."""
         for kind in KINDS.values():
             self.registrations(kind)
+        self.torchrun_group(TORCHRUN_LOGS_SPECS)
         return list(self._infos.values())
 
     def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
@@ -247,7 +385,7 @@ class PluginManager:
 
     def _collect(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
         if kind.key in self._cache:
-            return self._cache[kind.key]
+            return self._with_torchrun(kind, self._cache[kind.key])
         found: dict[str, list[tuple[Registration[Any], PluginInfo]]] = {}
         hook = getattr(self._pm.hook, kind.hook)
         for impl in hook.get_hookimpls():  # registration order: pliant-core first
@@ -273,7 +411,23 @@ class PluginManager:
                     continue
                 found.setdefault(item.name, []).append((item, info))
         self._cache[kind.key] = found
-        return found
+        return self._with_torchrun(kind, found)
+
+    def _with_torchrun(self, kind: Kind, found: dict[str, list[tuple[Registration[Any],
+                       PluginInfo]]]) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
+        """``found`` and, for rendezvous once the plugins are scanned, the torchrun creators
+        (looked at on each call: the in-process registry may grow)."""
+        if kind.key != "rendezvous" or not self._scanned:
+            return found
+        merged = {name: list(providers) for name, providers in found.items()}
+        for item, info in self._torchrun_backends():
+            core = merged.get(item.name, [(None, None)])[0][1]
+            if core is not None and core.name == "builtin":
+                info.error = (f"its rendezvous backend {item.name!r} is ignored: "
+                              "pliant-core reserves that name")
+                continue
+            merged.setdefault(item.name, []).append((item, info))
+        return merged
 
     def select(
         self,
@@ -298,6 +452,8 @@ class PluginManager:
                 f"uninstall one, or disable one with --disable-plugins NAME")
         registration, info = providers[0]
         owner = f"{kind.label} {name!r}"
+        if isinstance(registration, TorchrunCreator):
+            return Selected(registration, info, dict(conf or {}))  # all reach its params
         settings = parse_plugin_conf(conf or {}, registration.settings, owner, conf_source)
         return Selected(registration, info, settings)
 
@@ -309,7 +465,8 @@ class PluginManager:
         broken = [i for i in self._infos.values() if i.status == "failed"]
         # A plugin that did not load but would provide the name: say why, not "install it".
         suspects = [i for i in self._infos.values() if i.status in ("failed", "disabled")
-                    and (i.name == name or (package and i.distribution == package))]
+                    and (i.name in (name, f"{TORCHRUN_HANDLERS}:{name}")
+                         or (package and i.distribution == package))]
         for info in suspects:
             why = (f"failed to load: {info.error}" if info.status == "failed"
                    else f"is {info.error}")

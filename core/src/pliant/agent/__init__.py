@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pliant.agent.api import (
+    ChildFailedError,
     ProcessFailure,
     RunResult,
     Std,
@@ -11,11 +12,18 @@ from pliant.agent.api import (
     WorkerSpec,
     WorkerState,
 )
+from pliant.agent.health import HealthCheckServer, create_healthcheck_server
 from pliant.agent.local import DEFAULT_SIGNALS, LocalElasticAgent, SignalException
+from pliant.agent.logs import DefaultLogsSpecs, LogsDest, LogsSpecs
 
 __all__ = [
     "DEFAULT_SIGNALS",
+    "ChildFailedError",
+    "DefaultLogsSpecs",
+    "HealthCheckServer",
     "LocalElasticAgent",
+    "LogsDest",
+    "LogsSpecs",
     "ProcessFailure",
     "RunResult",
     "SignalException",
@@ -24,4 +32,5 @@ __all__ = [
     "WorkerGroup",
     "WorkerSpec",
     "WorkerState",
+    "create_healthcheck_server",
 ]

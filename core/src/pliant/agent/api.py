@@ -1,23 +1,27 @@
 """The agent's vocabulary: what to run (:class:`WorkerSpec`), what runs
 (:class:`Worker`, :class:`WorkerGroup`, :class:`WorkerState`) and how it ended
-(:class:`RunResult`, :class:`ProcessFailure`). Names and fields follow torch's
-``torch.distributed.elastic.agent.server.api``.
+(:class:`RunResult`, :class:`ProcessFailure`, :class:`ChildFailedError`). Names and
+fields follow torch's ``torch.distributed.elastic.agent.server.api`` (and, for
+:class:`ChildFailedError`, ``torch.distributed.elastic.multiprocessing.errors``).
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, IntFlag
+from string import Template
 from typing import Any
 
 from pliant import defaults
 from pliant.rendezvous.api import RendezvousHandler
 
 __all__ = [
+    "ChildFailedError",
     "ProcessFailure",
     "RunResult",
     "Std",
@@ -27,11 +31,32 @@ __all__ = [
     "WorkerState",
 ]
 
-#: torchrun's redirect/tee level: 0 none, 1 stdout, 2 stderr, 3 both; or per local rank.
-Std = int | dict[int, int]
+class Std(IntFlag):
+    """torchrun's redirect/tee level (torch's ``Std``): 0 none, 1 stdout, 2 stderr, 3 both."""
+
+    NONE = 0
+    OUT = 1
+    ERR = 2
+    ALL = OUT | ERR
+
+    @classmethod
+    def from_str(cls, text: str) -> Std | dict[int, Std]:
+        """``"3"`` -> ``Std.ALL``; ``"0:3,1:0"`` -> ``{0: Std.ALL, 1: Std.NONE}``."""
+        try:
+            if ":" not in text:
+                return cls(int(text))
+            return {int(rank): cls(int(level)) for rank, level in
+                    (item.split(":") for item in text.split(","))}
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a Std: expected 0-3 or LOCAL_RANK:LEVEL,...; "
+                             f"{exc}") from exc
 
 
-def std_for(std: Std, local_rank: int) -> int:
+#: A level for every local rank, or a level per local rank (missing ones: none).
+Streams = int | dict[int, int]
+
+
+def std_for(std: Streams, local_rank: int) -> int:
     return std.get(local_rank, 0) if isinstance(std, dict) else std
 
 
@@ -73,8 +98,8 @@ class WorkerSpec:
     local_addr: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: str | None = None
-    redirects: Std = 0
-    tee: Std = 0
+    redirects: Streams = 0
+    tee: Streams = 0
     local_ranks_filter: frozenset[int] = frozenset()
     shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
     #: torch's: tee'd lines containing any of these also go to the attempt's
@@ -196,6 +221,10 @@ class ProcessFailure:
         when = datetime.fromtimestamp(self.timestamp, timezone.utc)
         return when.isoformat(timespec="milliseconds")
 
+    def timestamp_isoformat(self) -> str:
+        """torch's form: local time, ``YYYY-MM-DD_HH:MM:SS``."""
+        return datetime.fromtimestamp(int(self.timestamp)).isoformat(sep="_")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessFailure:
         """The inverse of :meth:`as_dict`: a failure reported by another node."""
@@ -246,3 +275,86 @@ class RunResult:
         if not self.failures:
             return None
         return min(self.failures.values(), key=lambda f: (f.timestamp, f.global_rank))
+
+
+_FAILURE_TEMPLATE = """[${idx}]:
+  time      : ${time}
+  host      : ${hostname}
+  rank      : ${rank} (local_rank: ${local_rank})
+  exitcode  : ${exitcode} (pid: ${pid}) ${signal_name}
+  error_file: ${error_file}
+  traceback : ${message}"""
+
+_MESSAGE_TEMPLATE = """
+${boarder}
+${title}
+${section}
+Failures:
+${other_failures}
+${section}
+Root Cause (first observed failure):
+${root_failure}
+${boarder}"""
+
+
+class ChildFailedError(Exception):
+    """torch's ``ChildFailedError(name, failures)``: workers failed, keyed by global rank.
+
+    ``failures`` holds :class:`ProcessFailure` values (pliant's or torch's); the message
+    is :meth:`format_msg`, laid out as torch lays it out; the root cause is the failure
+    with the earliest timestamp (:meth:`get_first_failure`).
+    """
+
+    def __init__(self, name: str, failures: dict[int, Any]) -> None:
+        if not failures:
+            raise ValueError("ChildFailedError needs at least one failure")
+        self.name = name
+        self.failures = failures
+        super().__init__(self.format_msg())
+
+    def get_first_failure(self) -> tuple[int, Any]:
+        rank = min(self.failures, key=lambda r: self.failures[r].timestamp)
+        return rank, self.failures[rank]
+
+    def format_msg(self, boarder_delim: str = "=", section_delim: str = "-") -> str:
+        title = f"{self.name} FAILED"
+        root_rank, _ = self.get_first_failure()
+        root, others, width = "", [], len(title)
+        for idx, (rank, failure) in enumerate(self.failures.items()):
+            text = _format_failure(idx, rank, failure)
+            width = max(width, *(len(line) for line in text.split("\n")))
+            if rank == root_rank:
+                root = text
+            else:
+                others.append(text)
+        width = min(width, 60)
+        return Template(_MESSAGE_TEMPLATE).substitute(
+            boarder=boarder_delim * width, title=title, section=section_delim * width,
+            root_failure=root, other_failures="\n".join(others or ["  <NO_OTHER_FAILURES>"]))
+
+
+def _format_failure(idx: int, rank: int, failure: Any) -> str:
+    """One failure in torch's layout: the traceback when there is one, else the message."""
+    if isinstance(failure, ProcessFailure):
+        data = failure.error_file_data
+        error_file = failure.error_file if data else "<N/A>"
+        if not data:  # torch's wording for a failure without an error file
+            message = (f"Signal {-failure.exitcode} ({failure.signal}) received by PID "
+                       f"{failure.pid}" if failure.signal else
+                       "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html")
+        elif isinstance(data.get("message"), dict):
+            message = (failure.traceback or failure.message).replace("\n", "\n  ")
+        else:
+            message = failure.message
+    else:  # torch's own ProcessFailure
+        message, error_file = failure.message, failure.error_file
+        if isinstance(message, dict):
+            extra = message.get("extraInfo", {})
+            message = extra.get("py_callstack", message.get("message", "<N/A>"))
+            message = message.replace("\n", "\n  ")
+    signal_name = failure.signal_name()
+    return Template(_FAILURE_TEMPLATE).substitute(
+        idx=idx, time=failure.timestamp_isoformat(), hostname=socket.getfqdn(), rank=rank,
+        local_rank=failure.local_rank, exitcode=failure.exitcode, pid=failure.pid,
+        signal_name=f" ({signal_name})" if signal_name != "<N/A>" else "",
+        error_file=error_file, message=message)

@@ -35,19 +35,28 @@ from pliant._delivery.relay import Relay
 from pliant.agent.api import (
     ProcessFailure,
     RunResult,
+    Worker,
     WorkerGroup,
     WorkerSpec,
     WorkerState,
     std_for,
 )
+from pliant.agent.health import HEALTH_CHECK_PORT_ENV, HealthCheckServer
+from pliant.agent.logs import LogsDest, LogsSpecs
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, line_prefix, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
 from pliant.agent.standby import Standby, StandbyPool
 from pliant.agent.timers import AgentTimers, Expiry, iso
+from pliant.defaults import (
+    HEALTH_CHECK_HEARTBEAT,
+    HEALTH_CHECK_TIMEOUT,
+    STANDBY_DELAY,
+    START_METHOD,
+    START_METHODS,
+)
 from pliant.defaults import SIGNALS as DEFAULT_SIGNALS
-from pliant.defaults import STANDBY_DELAY, START_METHOD, START_METHODS
-from pliant.errorfile import ERROR_FILE_ENV, read_error_file
+from pliant.errorfile import ERROR_FILE_ENV, error_timestamp, read_error_file
 from pliant.errors import UsageError
 from pliant.rendezvous.api import (
     RendezvousClosedError,
@@ -89,6 +98,7 @@ class _Attempt:
     stopping: bool = False
     expired: dict[int, Expiry] = field(default_factory=dict)  # killed by a timer
     filtered: list[IO[bytes]] = field(default_factory=list)  # --duplicate-std*-filters files
+    error_files: dict[int, str] = field(default_factory=dict)  # by local rank
 
 
 class LocalElasticAgent:
@@ -118,8 +128,14 @@ class LocalElasticAgent:
     def __init__(
         self,
         spec: WorkerSpec,
+        logs_specs: LogsSpecs | None = None,
         start_method: str = START_METHOD,
         exit_barrier_timeout: float = 300.0,
+        log_line_prefix_template: str | None = None,
+        shutdown_timeout: float | None = None,
+        health_check_server: HealthCheckServer | None = None,
+        uninterruptible_state_timeout: float | None = None,
+        *,
         signals_to_handle: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         console: tuple[BinaryIO, BinaryIO] | None = None,
         timers: Sequence[TimerServer] | None = None,
@@ -129,6 +145,9 @@ class LocalElasticAgent:
         standbys_early: bool = False,
         standby_delay: float = STANDBY_DELAY,
     ) -> None:
+        if logs_specs is not None and not callable(getattr(logs_specs, "reify", None)):
+            raise TypeError(f"LocalElasticAgent(spec, {logs_specs!r}): the second argument is "
+                            "logs_specs, a LogsSpecs, as in torch; pass start_method= by keyword")
         if start_method not in START_METHODS:
             raise ValueError(f"start_method {start_method!r}: expected spawn, forkserver or fork")
         if start_method == "fork" and callable(spec.entrypoint):
@@ -137,13 +156,19 @@ class LocalElasticAgent:
                 "start_method 'fork' is not supported for function entrypoints: a forked worker "
                 "would inherit the agent's state; use 'spawn' (or 'forkserver', the same here)")
         self._spec = spec
+        self._logs_specs = logs_specs
+        self._log_line_prefix_template = log_line_prefix_template
+        if shutdown_timeout is not None:
+            spec.shutdown_timeout = shutdown_timeout
+        self._health_check_server = health_check_server
+        self._last_progress = time.time()  # the agent's heartbeat, for the health check
         self._signals = tuple(signals_to_handle)
         self._console = console or (sys.stdout.buffer, sys.stderr.buffer)
         self._worker_group = WorkerGroup(spec)
         self._budget = RestartBudget(spec.max_restarts)
         self._hostname = socket.gethostname()
         self._run_dir = ""
-        self._keep_run_dir = spec.log_dir is not None
+        self._keep_run_dir = spec.log_dir is not None and logs_specs is None
         self._selector: selectors.BaseSelector | None = None
         self._attempt: _Attempt | None = None
         self._signal_received: list[signal.Signals] = []
@@ -184,23 +209,24 @@ class LocalElasticAgent:
         spec = self._spec
         assert spec.rdzv_handler is not None
         run_id = spec.rdzv_handler.get_run_id()
-        if spec.log_dir is not None:
+        if spec.log_dir is not None and self._logs_specs is None:  # else it places the logs
             os.makedirs(spec.log_dir, exist_ok=True)
             self._run_dir = tempfile.mkdtemp(prefix=f"{run_id}_", dir=spec.log_dir)
         else:
             self._run_dir = tempfile.mkdtemp(prefix=f"pliant-{run_id}-")
-            self._keep_run_dir = bool(spec.redirects or spec.tee)
+            self._keep_run_dir = self._logs_specs is None and bool(spec.redirects or spec.tee)
         if self._keep_run_dir:
             log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
+            self._start_health_check()
             self._timers.start(self._selector)
             self._start_relay()
             self._start_standbys()
             with self._signals_handled():
                 result = self._invoke_run()
             self._record_metrics(result)
-            if result.is_failed():
+            if result.is_failed() and self._logs_specs is None:
                 self._keep_run_dir = True  # the report points at the error files in it
             return result
         finally:
@@ -209,6 +235,8 @@ class LocalElasticAgent:
             if self._standbys is not None:
                 self._standbys.close()
             self._timers.stop()
+            if self._health_check_server is not None:
+                self._health_check_server.stop()
             self._stop_relay()
             self._selector.close()
             # What this run recorded has reached the handlers when run() returns.
@@ -391,7 +419,6 @@ class LocalElasticAgent:
         return [sys.executable, *BOOTSTRAP, "function", path]
 
     def _start_workers(self, info: RendezvousInfo, last: _Attempt | None) -> _Attempt:
-        spec = self._spec
         assert self._selector is not None
         count = self._restart_count
         regroup = last.regroup + 1 if last is not None and last.restart_count == count else 0
@@ -401,30 +428,18 @@ class LocalElasticAgent:
         argv = self._argv()
         bootstrapped = argv[1:1 + len(BOOTSTRAP)] == list(BOOTSTRAP)
         cold = False
-        os.makedirs(attempt.directory, exist_ok=True)
-        duplicates: list[tuple[IO[bytes], tuple[str, ...]] | None] = []
-        for name, filters in (("filtered_stdout.log", spec.duplicate_stdout_filters),
-                              ("filtered_stderr.log", spec.duplicate_stderr_filters)):
-            file = open(os.path.join(attempt.directory, name), "wb") if filters else None  # noqa: SIM115
-            if file is not None:
-                attempt.filtered.append(file)
-            duplicates.append(None if file is None else (file, filters))
+        duplicates = self._open_filtered(attempt)
+        envs: dict[int, dict[str, str]] = {}
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
             os.makedirs(rank_dir)
-            prefix, templated = line_prefix(info.rank, spec.role, worker.global_rank,
-                                            worker.local_rank)
-            shown = not spec.local_ranks_filter or worker.local_rank in spec.local_ranks_filter
-            redirects = std_for(spec.redirects, worker.local_rank)
-            tee = std_for(spec.tee, worker.local_rank)
-            out, err = (
-                route_stream(stream, redirects, tee, shown, console,
-                             os.path.join(rank_dir, name), prefix, templated, duplicate)
-                for stream, console, name, duplicate in (
-                    (STDOUT, self._console[0], "stdout.log", duplicates[0]),
-                    (STDERR, self._console[1], "stderr.log", duplicates[1]))
-            )
-            env = self._worker_env(worker.local_rank, rank_dir)
+            envs[worker.local_rank] = self._worker_env(worker.local_rank, rank_dir)
+        dest = self._logs_specs.reify(envs) if self._logs_specs is not None else None
+        for worker in self._worker_group.workers:
+            env = envs[worker.local_rank]
+            rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
+            out, err = self._routes(worker, info.rank, rank_dir, dest, duplicates)
+            attempt.error_files[worker.local_rank] = env.get(ERROR_FILE_ENV, "")
             warm = self._start_warm(worker.local_rank, env, argv, out, err)
             if warm is not None:
                 proc, pipes = warm
@@ -459,6 +474,67 @@ class LocalElasticAgent:
         self._emit("workers_started", attempt=count)
         return attempt
 
+    def _open_filtered(self, attempt: _Attempt,
+                       ) -> list[tuple[IO[bytes], tuple[str, ...]] | None]:
+        """The attempt's ``filtered_stdout.log`` and ``filtered_stderr.log`` with their
+        filters (``--duplicate-stdout-filters``, ...), each None when not asked for."""
+        spec = self._spec
+        os.makedirs(attempt.directory, exist_ok=True)
+        duplicates: list[tuple[IO[bytes], tuple[str, ...]] | None] = []
+        for name, filters in (("filtered_stdout.log", spec.duplicate_stdout_filters),
+                              ("filtered_stderr.log", spec.duplicate_stderr_filters)):
+            file = open(os.path.join(attempt.directory, name), "wb") if filters else None  # noqa: SIM115
+            if file is not None:
+                attempt.filtered.append(file)
+            duplicates.append(None if file is None else (file, filters))
+        return duplicates
+
+    def _routes(self, worker: Worker, node_rank: int, rank_dir: str, dest: LogsDest | None,
+                duplicates: list[tuple[IO[bytes], tuple[str, ...]] | None],
+                ) -> tuple[StreamRoute, StreamRoute]:
+        """Where the worker's stdout and stderr go: as the given LogsSpecs placed them, else
+        as the spec's redirects, tee and filter say, in the worker's folder of the attempt.
+        ``duplicates``: the attempt's filtered stdout and stderr files and their filters."""
+        spec = self._spec
+        rank = worker.local_rank
+        prefix, templated = self._prefix(worker, node_rank)
+        if dest is None:
+            shown = not spec.local_ranks_filter or rank in spec.local_ranks_filter
+            redirects, tee = std_for(spec.redirects, rank), std_for(spec.tee, rank)
+            out, err = (route_stream(stream, redirects, tee, shown, console,
+                                     os.path.join(rank_dir, name), prefix, templated, duplicate)
+                        for stream, console, name, duplicate in (
+                            (STDOUT, self._console[0], "stdout.log", duplicates[0]),
+                            (STDERR, self._console[1], "stderr.log", duplicates[1])))
+            return out, err
+
+        def placed(paths: dict[int, str], tees: dict[int, str], console: BinaryIO) -> StreamRoute:
+            path = paths.get(rank, "")
+            if path == os.devnull:
+                return StreamRoute(None, None, prefix)
+            if not path:
+                return StreamRoute(console, None, prefix)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            shown = console if rank in tees and tees[rank] != os.devnull else None
+            return StreamRoute(shown, open(path, "wb"), prefix)
+
+        return (placed(dest.stdouts, dest.tee_stdouts, self._console[0]),
+                placed(dest.stderrs, dest.tee_stderrs, self._console[1]))
+
+    def _prefix(self, worker: Worker, node_rank: int) -> tuple[bytes, bool]:
+        """A console line's prefix, and whether a template made it: the agent's
+        ``log_line_prefix_template``, else ``TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE``, else
+        ``[node:rank] `` (see :func:`~pliant.agent.output.line_prefix`)."""
+        template = self._log_line_prefix_template
+        if template is None:
+            return line_prefix(node_rank, self._spec.role, worker.global_rank,
+                               worker.local_rank)
+        from string import Template
+
+        return Template(template).safe_substitute(
+            role_name=self._spec.role, rank=worker.global_rank,
+            local_rank=worker.local_rank).encode(), True
+
     # -- warm standbys -----------------------------------------------------------------
 
     def _start_standbys(self) -> None:
@@ -483,6 +559,56 @@ class LocalElasticAgent:
         self._refill_at = None
         self._standbys.refill()
         metrics.put_metric("standbys", self._standbys.size, "pliant.agent")
+
+    # -- the health check -------------------------------------------------------------
+
+    def _start_health_check(self) -> None:
+        """Serve the health check given, or the one ``TORCHELASTIC_HEALTH_CHECK_PORT`` asks
+        for (see :mod:`pliant.agent.health`)."""
+        if self._health_check_server is None:
+            text = os.environ.get(HEALTH_CHECK_PORT_ENV, "").strip()
+            if not text:
+                return
+            try:
+                port = int(text)
+                if not 0 <= port <= 65535:
+                    raise ValueError
+            except ValueError:
+                raise UsageError(f"{HEALTH_CHECK_PORT_ENV}={text!r} is not a port: set it to a "
+                                 "number from 0 to 65535, or unset it") from None
+            self._health_check_server = HealthCheckServer(
+                self._alive_time, port, HEALTH_CHECK_TIMEOUT, self._health_status)
+        try:
+            self._health_check_server.start()
+        except OSError as exc:
+            port_text = os.environ.get(HEALTH_CHECK_PORT_ENV) or self._health_check_server.port
+            raise UsageError(f"cannot serve the health check on port {port_text} (from env "
+                             f"{HEALTH_CHECK_PORT_ENV}): {exc.strerror or exc}; choose a free "
+                             "port, or unset the variable") from exc
+
+    def _alive_time(self) -> int:
+        """The agent's last heartbeat (seconds since the epoch), as torch's callback gives
+        it; while the agent waits in a rendezvous, now (the rendezvous has its own timeout)."""
+        if self._in_rendezvous:
+            return int(time.time())
+        return int(self._last_progress)
+
+    def _health_status(self) -> dict[str, Any]:
+        spec, group = self._spec, self._worker_group
+        attempt = self._attempt
+        procs = attempt.procs if attempt is not None else []
+        return {
+            "state": "RENDEZVOUS" if self._in_rendezvous else group.state.value,
+            "role": spec.role,
+            "run_id": spec.rdzv_handler.get_run_id() if spec.rdzv_handler else None,
+            "restart_count": self._restart_count,
+            "max_restarts": spec.max_restarts,
+            "group_rank": group.group_rank,
+            "pid": os.getpid(),
+            "workers": [{"local_rank": w.local_rank, "rank": w.global_rank, "pid": p.pid,
+                         "running": p.returncode is None}
+                        for w, p in zip(group.workers, procs, strict=False)],
+        }
 
     def _until_refill(self, timeout: float | None) -> float | None:
         """``timeout``, shortened to wake when the standbys are due."""
@@ -579,7 +705,12 @@ class LocalElasticAgent:
         assert self._selector is not None
         exited = []
         readable_timers = []
-        for key, _ in self._selector.select(self._timers.timeout(self._until_refill(timeout))):
+        if self._health_check_server is not None:  # wake for the heartbeat
+            timeout = HEALTH_CHECK_HEARTBEAT if timeout is None else min(
+                timeout, HEALTH_CHECK_HEARTBEAT)
+        ready = self._selector.select(self._timers.timeout(self._until_refill(timeout)))
+        self._last_progress = time.time()
+        for key, _ in ready:
             if isinstance(key.data, StreamRoute):
                 if not key.data.pump():
                     self._selector.unregister(key.fd)
@@ -638,12 +769,17 @@ class LocalElasticAgent:
             exitcode=code,
             hostname=self._hostname,
             timestamp=now,
-            error_file=os.path.join(attempt.directory, str(local_rank), "error.json"),
+            error_file=attempt.error_files.get(local_rank, ""),
             restart_count=self._restart_count,
         )
         if local_rank in attempt.expired:
             failure.cause = attempt.expired[local_rank].cause(proc.pid)
-        failure.error_file_data = read_error_file(failure.error_file)
+        failure.error_file_data = (read_error_file(failure.error_file)
+                                   if failure.error_file else None)
+        # As torch: when the worker wrote an error file, the failure is dated by it.
+        written = error_timestamp(failure.error_file_data)
+        if written is not None:
+            failure.timestamp = written
         attempt.failures[worker.global_rank] = failure
         self._emit("worker_failed", rank=worker.global_rank, exitcode=code,
                    signal=failure.signal, message=failure.message[:500])

@@ -28,44 +28,56 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pliant.events.api import (
+        DESTINATIONS,
         configure,
         construct_and_record_rdzv_event,
         flush,
         get_handlers,
         record,
+        record_rdzv_event,
     )
     from pliant.events.types import (
         Event,
         EventHandler,
         EventMetadataValue,
         EventSource,
+        NodeState,
         NullEventHandler,
+        RdzvEvent,
     )
 
 _LAZY = {
+    "DESTINATIONS": "pliant.events.api",
     "Event": "pliant.events.types",
     "EventHandler": "pliant.events.types",
     "EventMetadataValue": "pliant.events.types",
     "EventSource": "pliant.events.types",
+    "NodeState": "pliant.events.types",
     "NullEventHandler": "pliant.events.types",
+    "RdzvEvent": "pliant.events.types",
     "configure": "pliant.events.api",
     "construct_and_record_rdzv_event": "pliant.events.api",
     "flush": "pliant.events.api",
     "get_handlers": "pliant.events.api",
     "record": "pliant.events.api",
+    "record_rdzv_event": "pliant.events.api",
 }
 
 __all__ = [
+    "DESTINATIONS",
     "Event",
     "EventHandler",
     "EventMetadataValue",
     "EventSource",
+    "NodeState",
     "NullEventHandler",
+    "RdzvEvent",
     "configure",
     "construct_and_record_rdzv_event",
     "flush",
     "get_handlers",
     "record",
+    "record_rdzv_event",
 ]
 
 

@@ -27,28 +27,52 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from pliant.metrics.api import configure, flush, get_handlers, prof, put_metric
+    from pliant.metrics.api import (
+        MetricsConfig,
+        MetricStream,
+        configure,
+        flush,
+        get_elapsed_time_ms,
+        get_handlers,
+        getStream,
+        prof,
+        publish_metric,
+        put_metric,
+    )
+    from pliant.metrics.console import ConsoleMetricHandler
     from pliant.metrics.types import MetricData, MetricHandler, NullMetricHandler
 
 _LAZY = {
+    "ConsoleMetricHandler": "pliant.metrics.console",
     "MetricData": "pliant.metrics.types",
     "MetricHandler": "pliant.metrics.types",
     "NullMetricHandler": "pliant.metrics.types",
+    "MetricStream": "pliant.metrics.api",
+    "MetricsConfig": "pliant.metrics.api",
     "configure": "pliant.metrics.api",
     "flush": "pliant.metrics.api",
+    "getStream": "pliant.metrics.api",
+    "get_elapsed_time_ms": "pliant.metrics.api",
     "get_handlers": "pliant.metrics.api",
     "prof": "pliant.metrics.api",
+    "publish_metric": "pliant.metrics.api",
     "put_metric": "pliant.metrics.api",
 }
 
 __all__ = [
+    "ConsoleMetricHandler",
     "MetricData",
     "MetricHandler",
+    "MetricStream",
+    "MetricsConfig",
     "NullMetricHandler",
     "configure",
     "flush",
+    "getStream",
+    "get_elapsed_time_ms",
     "get_handlers",
     "prof",
+    "publish_metric",
     "put_metric",
 ]
 

@@ -20,8 +20,9 @@ CONSOLE_SETTINGS: tuple[Setting, ...] = (
 class ConsoleMetricHandler(MetricHandler):
     """Prints ``group.name = value  {tags}``, one line a value."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        self._stream = sys.stdout if settings.get("stream") == "stdout" else sys.stderr
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        stream = (settings or {}).get("stream")
+        self._stream = sys.stdout if stream == "stdout" else sys.stderr
 
     def emit(self, metric_data: MetricData) -> None:
         tags = " ".join(f"{k}={v}" for k, v in sorted(metric_data.tags.items()))

@@ -1,0 +1,86 @@
+"""torch's ``ChildFailedError`` and ``ProcessFailure.timestamp`` (multiprocessing.errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pliant
+import pytest
+from api_compat import python_spec
+from pliant.agent import ChildFailedError, LocalElasticAgent, ProcessFailure
+from torch.distributed.elastic.multiprocessing import errors as torch_errors
+
+# A worker that writes its error file as torch's ErrorHandler does, then fails.
+RECORDED = """
+from torch.distributed.elastic.multiprocessing.errors import record
+import os
+@record
+def main():
+    if os.environ["RANK"] == "1":
+        raise ValueError("rank one broke")
+main()
+"""
+
+# An error file whose message is a string, dated by its top-level timestamp.
+STRING_MESSAGE = """
+import json, os, sys
+with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as f:
+    json.dump({"message": "plain message", "timestamp": 1234567890}, f)
+sys.exit(3)
+"""
+
+
+def run_failing(code: str, nproc: int) -> dict[int, ProcessFailure]:
+    result = LocalElasticAgent(python_spec(code, nproc)).run()
+    assert result.is_failed()
+    return result.failures
+
+
+def torch_failure(failure: ProcessFailure) -> torch_errors.ProcessFailure:
+    """torch's reading of the same worker: its ProcessFailure built on the same error file."""
+    return torch_errors.ProcessFailure(local_rank=failure.local_rank, pid=failure.pid,
+                                       exitcode=failure.exitcode, error_file=failure.error_file)
+
+
+def test_timestamp_comes_from_the_error_file_as_torch_reads_it() -> None:
+    failures = run_failing(RECORDED, nproc=2)
+    failure = failures[1]
+    with open(failure.error_file) as f:
+        written = int(json.load(f)["message"]["extraInfo"]["timestamp"])
+    assert failure.timestamp == written == torch_failure(failure).timestamp
+
+
+def test_timestamp_of_a_string_message_is_the_top_level_one() -> None:
+    failure = run_failing(STRING_MESSAGE, nproc=1)[0]
+    assert failure.timestamp == 1234567890 == torch_failure(failure).timestamp
+    assert failure.message == "plain message"
+
+
+def test_child_failed_error_formats_as_torchs() -> None:
+    failure = run_failing(RECORDED, nproc=2)[1]
+    ours = ChildFailedError("trainer", {1: failure})
+    theirs = torch_errors.ChildFailedError("trainer", {1: torch_failure(failure)})
+    assert str(ours) == str(theirs) == ours.format_msg()
+    assert ours.format_msg("#", "~") == theirs.format_msg("#", "~")
+    assert "ValueError: rank one broke" in str(ours)
+    assert ours.get_first_failure() == (1, failure)
+    # It takes torch's own failures too, as a launcher script may hold them.
+    assert str(ChildFailedError("trainer", {1: torch_failure(failure)})) == str(theirs)
+
+
+def test_child_failed_error_without_error_file_or_by_signal_formats_as_torchs() -> None:
+    failures = run_failing("import os, signal, sys\n"
+                           "if os.environ['RANK'] == '0': os.kill(os.getpid(), signal.SIGKILL)\n"
+                           "sys.exit(7)", nproc=2)
+    theirs = {rank: torch_failure(f) for rank, f in failures.items()}
+    for rank, failure in failures.items():
+        failure.timestamp = theirs[rank].timestamp  # torch dates these by when it looked
+    assert (str(ChildFailedError("trainer", failures))
+            == str(torch_errors.ChildFailedError("trainer", theirs)))
+    assert "SIGKILL" in str(ChildFailedError("trainer", failures))
+
+
+def test_child_failed_error_needs_a_failure_and_is_importable_from_pliant() -> None:
+    assert pliant.ChildFailedError is ChildFailedError
+    with pytest.raises(ValueError, match="at least one failure"):
+        ChildFailedError("trainer", {})
