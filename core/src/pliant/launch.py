@@ -26,7 +26,7 @@ from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
 from pliant.agent.report import exit_code, format_report, signal_exit_code
 from pliant.config import Config, handler_conf, parse_plugin_conf
 from pliant.errors import ConfigError, PluginError, UsageError
-from pliant.plugins import PluginManager, Selected
+from pliant.plugins import PluginManager, Selected, TorchrunCreator
 from pliant.rendezvous import RendezvousError, RendezvousParameters
 
 __all__ = ["Choice", "Launch", "choices", "prepare", "rendezvous_backend"]
@@ -202,6 +202,8 @@ def _select_rendezvous(cfg: Config, pm: PluginManager, backend: str, source: str
     conf, conf_source = cfg["rdzv_conf"], cfg.source("rdzv_conf")
     selected = pm.select("rendezvous", backend, source, {}, conf_source)
     registration = selected.registration
+    if isinstance(registration, TorchrunCreator):  # declares no settings: it gets every key
+        return pm.select("rendezvous", backend, source, conf, conf_source)
     known = [s.name for s in registration.settings]
     kept = {}
     for key, value in conf.items():
