@@ -278,9 +278,11 @@ class LocalElasticAgent:
         self._emit("run_failed", reason=end.reason)
         if end.reason in ("failure", "failed"):
             failures = dict(attempt.failures)
-            if end.failure is not None and not failures:
+            if end.failure is not None:
+                # The failure that ended the round, wherever it was: every node then names the
+                # same root cause, also when its own workers failed in its wake.
                 remote = ProcessFailure.from_dict(end.failure)
-                failures[remote.global_rank] = remote
+                failures.setdefault(remote.global_rank, remote)
             return RunResult(WorkerState.FAILED, failures=failures,
                              restart_count=self._restart_count)
         errors: dict[str, type[RendezvousError]] = {"store": RendezvousConnectionError,
@@ -294,6 +296,7 @@ class LocalElasticAgent:
         assert spec.rdzv_handler is not None
         start = time.perf_counter()
         spec.rdzv_handler.local_world_size = spec.local_world_size
+        spec.rdzv_handler.role = spec.role
         self._emit("rendezvous_joined")
         self._in_rendezvous = True  # a signal now interrupts the wait (see _handle_signal)
         try:

@@ -1,0 +1,177 @@
+"""The static rendezvous: torchrun's ``--nnodes N --node-rank R --master-addr A --master-port P``
+command line, with real agents on loopback, side by side with torchrun where it works.
+
+Every agent is a real ``pliant run`` (or ``torchrun``) subprocess; the workers record their
+environment and join a gloo group (tests/workers/static_ranks.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from pliant_e2e import PLIANT, WORKERS, free_port
+
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+SCRIPT = str(WORKERS / "static_ranks.py")
+SEEN = ("RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "ROLE_NAME", "LOCAL_WORLD_SIZE",
+        "WORLD_SIZE", "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR",
+        "TORCHELASTIC_USE_AGENT_STORE", "allreduce")
+
+
+def run_nodes(launcher: str, out: Path, nodes: Sequence[Sequence[str]],
+              env: dict[str, str] | None = None, timeout: float = 120,
+              ) -> list[subprocess.CompletedProcess[str]]:
+    """Start one agent per argument list at once, in reverse order (the last node first, so
+    that node ranks cannot come from the order of arrival); wait for all of them."""
+    out.mkdir(exist_ok=True)
+    full_env = {**os.environ, "OUT_DIR": str(out), **(env or {})}
+    command = [PLIANT, "run"] if launcher == "pliant" else [TORCHRUN]
+    procs = [subprocess.Popen([*command, *args, SCRIPT], env=full_env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in reversed(nodes)]
+    results = []
+    for proc in reversed(procs):
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            stdout, stderr = proc.communicate()
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return results
+
+
+def records(out: Path, attempt: int = 0) -> dict[int, dict[str, str]]:
+    """What each worker of ``attempt`` saw, by global rank."""
+    found = {}
+    for path in out.glob(f"{attempt}_*.json"):
+        record = json.loads(path.read_text())
+        found[int(record["RANK"])] = record
+    return found
+
+
+def static_nodes(port: int, sizes: Sequence[int], *extra: str) -> list[list[str]]:
+    return [["--nnodes", str(len(sizes)), "--node-rank", str(rank), "--nproc-per-node",
+             str(size), "--master-addr", "127.0.0.1", "--master-port", str(port), *extra]
+            for rank, size in enumerate(sizes)]
+
+
+def assert_all_ok(results: list[subprocess.CompletedProcess[str]]) -> None:
+    for i, result in enumerate(results):
+        assert result.returncode == 0, f"node {i} exit {result.returncode}\n{result.stderr}"
+
+
+def compare_with_torchrun(tmp_path: Path, nodes: Callable[[int], list[list[str]]]) -> None:
+    """Run the same command lines under pliant and torchrun; the workers must see the same."""
+    seen = {}
+    for launcher in ("pliant", "torchrun"):
+        port = free_port()
+        out = tmp_path / launcher
+        assert_all_ok(run_nodes(launcher, out, nodes(port)))
+        got = records(out)
+        assert {r["MASTER_PORT"] for r in got.values()} == {str(port)}, launcher
+        seen[launcher] = {rank: {k: r[k] for k in SEEN} for rank, r in got.items()}
+    assert seen["pliant"] == seen["torchrun"]
+
+
+def test_two_nodes_of_different_sizes_see_what_torchrun_gives(tmp_path: Path) -> None:
+    compare_with_torchrun(tmp_path, lambda port: static_nodes(port, [1, 2], "--rdzv-backend",
+                                                              "static"))
+    got = records(tmp_path / "pliant")
+    assert [(r["GROUP_RANK"], r["LOCAL_WORLD_SIZE"]) for _, r in sorted(got.items())] == \
+        [("0", "1"), ("1", "2"), ("1", "2")]
+    assert {r["allreduce"] for r in got.values()} == {6.0}  # 1 + 2 + 3
+
+
+def test_torchruns_default_command_line_is_static_on_three_nodes(tmp_path: Path) -> None:
+    """No --rdzv-backend: torchrun's default, static; GROUP_RANK is --node-rank and every
+    worker meets at --master-port, the one port the job uses."""
+    compare_with_torchrun(tmp_path, lambda port: static_nodes(port, [1, 1, 1]))
+    got = records(tmp_path / "pliant")
+    assert {rank: r["GROUP_RANK"] for rank, r in got.items()} == {0: "0", 1: "1", 2: "2"}
+    assert {r["allreduce"] for r in got.values()} == {6.0}
+
+
+def test_endpoint_names_the_store(tmp_path: Path) -> None:
+    port = free_port()
+    nodes = [["--nnodes", "2", "--node-rank", str(rank), "--rdzv-backend", "static",
+              "--rdzv-endpoint", f"127.0.0.1:{port}"] for rank in (0, 1)]
+    assert_all_ok(run_nodes("pliant", tmp_path / "out", nodes))
+    got = records(tmp_path / "out")
+    assert {(r["GROUP_RANK"], r["MASTER_PORT"]) for r in got.values()} == \
+        {("0", str(port)), ("1", str(port))}
+
+
+def test_worker_failure_restarts_every_node_with_the_same_ranks(tmp_path: Path) -> None:
+    """Under torchrun 2.13 this case fails: the restarted workers read the dead worker's gloo
+    address from the last attempt's keys in the shared store and cannot connect. pliant
+    clears the workers' keys before the next round."""
+    port = free_port()
+    results = run_nodes("pliant", tmp_path / "out",
+                        static_nodes(port, [1, 2], "--max-restarts", "1"),
+                        env={"FAIL_RANK": "1"})
+    assert_all_ok(results)
+    first, second = records(tmp_path / "out", 0), records(tmp_path / "out", 1)
+    assert len(first) == len(second) == 3
+    for rank in range(3):
+        assert {k: second[rank][k] for k in SEEN} == {k: first[rank][k] for k in SEEN}
+        assert second[rank]["TORCHELASTIC_RESTART_COUNT"] == "1"
+    assert "worker group failed (rank 1" in results[0].stderr  # node 0 was told at once
+
+
+def test_a_failure_without_restarts_fails_every_node(tmp_path: Path) -> None:
+    port = free_port()
+    results = run_nodes("pliant", tmp_path / "out", static_nodes(port, [1, 1]),
+                        env={"FAIL_RANK": "1"})
+    assert [r.returncode for r in results] == [3, 3]
+    for result in results:  # the same root cause on both nodes
+        assert "rank       : 1 (local rank 0)" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--nnodes", "2", "--node-rank", "2"],
+     "--node-rank (from flag --node-rank) 2 is not a node rank of --nnodes 2: give each node a "
+     "rank from 0 to 1"),
+    (["--nnodes", "1:2", "--rdzv-backend", "static"],
+     "--nnodes (from flag --nnodes) is 1:2, but the static rendezvous runs a fixed number of "
+     "nodes"),
+    (["--nnodes", "2", "--rdzv-backend", "static", "--rdzv-endpoint", "127.0.0.1"],
+     "--rdzv-endpoint (from flag --rdzv-endpoint) '127.0.0.1' has no port"),
+])
+def test_bad_static_command_lines_are_refused(tmp_path: Path, args: list[str],
+                                              message: str) -> None:
+    result = subprocess.run([PLIANT, "run", *args, SCRIPT], capture_output=True, text=True,
+                            timeout=60, env={**os.environ,
+                                             "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
+def test_unreachable_master_is_named_after_join_timeout(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [PLIANT, "run", "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "--rdzv-conf", "join_timeout=2", SCRIPT],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert (f"cannot reach node rank 0's store at 127.0.0.1:{port} (--master-addr (from flag "
+            "--master-addr) and --master-port (from flag --master-port)) within "
+            "join_timeout=2s") in result.stderr
+
+
+def test_a_missing_node_is_named_after_join_timeout(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [PLIANT, "run", *static_nodes(port, [1, 1])[0], "--rdzv-conf", "join_timeout=2",
+         SCRIPT], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert ("node rank(s) 1 of --nnodes 2 did not join within join_timeout=2s"
+            in result.stderr)
