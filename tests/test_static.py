@@ -134,21 +134,21 @@ def test_a_failure_without_restarts_fails_every_node(tmp_path: Path) -> None:
         assert "rank       : 1 (local rank 0)" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--nnodes", "2", "--node-rank", "2"],
-     "--node-rank (from flag --node-rank) 2 is not a node rank of --nnodes 2: give each node a "
-     "rank from 0 to 1"),
-    (["--nnodes", "1:2", "--rdzv-backend", "static"],
-     "--nnodes (from flag --nnodes) is 1:2, but the static rendezvous runs a fixed number of "
-     "nodes"),
-    (["--nnodes", "2", "--rdzv-backend", "static", "--rdzv-endpoint", "127.0.0.1"],
-     "--rdzv-endpoint (from flag --rdzv-endpoint) '127.0.0.1' has no port"),
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--nnodes", "2", "--node-rank", "2"], {},
+     "--node-rank 2 is not a node rank of --nnodes 2: give each node a rank from 0 to 1"),
+    (["--nnodes", "3"], {"PET_NODE_RANK": "5"},
+     "--node-rank 5 (from env PET_NODE_RANK) is not a node rank of --nnodes 3: give each node "
+     "a rank from 0 to 2"),
+    (["--nnodes", "1:2", "--rdzv-backend", "static"], {},
+     "--nnodes 1:2: the static rendezvous runs a fixed number of nodes; give --nnodes N"),
+    (["--nnodes", "2", "--rdzv-backend", "static", "--rdzv-endpoint", "127.0.0.1"], {},
+     "--rdzv-endpoint '127.0.0.1' has no port; the static rendezvous needs HOST:PORT"),
 ])
 def test_bad_static_command_lines_are_refused(tmp_path: Path, args: list[str],
-                                              message: str) -> None:
+                                              env: dict[str, str], message: str) -> None:
     result = subprocess.run([PLIANT, "run", *args, SCRIPT], capture_output=True, text=True,
-                            timeout=60, env={**os.environ,
-                                             "OUT_DIR": str(tmp_path)})
+                            timeout=60, env={**os.environ, "OUT_DIR": str(tmp_path), **env})
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
 
@@ -161,9 +161,8 @@ def test_unreachable_master_is_named_after_join_timeout(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "OUT_DIR": str(tmp_path)})
     assert result.returncode == 1, result.stderr
-    assert (f"cannot reach node rank 0's store at 127.0.0.1:{port} (--master-addr (from flag "
-            "--master-addr) and --master-port (from flag --master-port)) within "
-            "join_timeout=2s") in result.stderr
+    assert (f"cannot reach node rank 0's store at 127.0.0.1:{port} (from --master-addr and "
+            "--master-port) within join_timeout=2s") in result.stderr
 
 
 def test_a_missing_node_is_named_after_join_timeout(tmp_path: Path) -> None:

@@ -392,13 +392,17 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
     settings = settings or {}
     sources: Mapping[str, str] = params.get("sources") or {}
 
-    def named(key: str, flag: str) -> str:
-        source = sources.get(key)
-        return f"{flag} (from {source})" if source and source != "default" else flag
+    def named(key: str, flag: str, value: object = None) -> str:
+        """``--flag VALUE``, and where it came from unless that was the flag itself."""
+        source = sources.get(key, "")
+        shown = flag if value is None else f"{flag} {value}"
+        if source == "default":
+            return f"{shown} (the default)"
+        return shown if not source or source.startswith("flag ") else f"{shown} (from {source})"
 
     if params.min_nodes != params.max_nodes:
         raise ConfigError(
-            f"{named('nnodes', '--nnodes')} is {params.min_nodes}:{params.max_nodes}, but the "
+            f"{named('nnodes', '--nnodes', f'{params.min_nodes}:{params.max_nodes}')}: the "
             "static rendezvous runs a fixed number of nodes; give --nnodes N, or choose an "
             "elastic backend with --rdzv-backend c10d")
     world = params.max_nodes
@@ -406,22 +410,23 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
     try:
         rank = int(raw_rank)
     except (TypeError, ValueError):
-        raise ConfigError(f"{named('node_rank', '--node-rank')} {raw_rank!r} is not a "
+        raise ConfigError(f"{named('node_rank', '--node-rank', repr(raw_rank))} is not a "
                           "number") from None
     if not 0 <= rank < world:
         raise ConfigError(
-            f"{named('node_rank', '--node-rank')} {rank} is not a node rank of --nnodes "
+            f"{named('node_rank', '--node-rank', rank)} is not a node rank of --nnodes "
             f"{world}: give each node a rank from 0 to {world - 1}")
     if params.endpoint.strip():
-        where = named("rdzv_endpoint", "--rdzv-endpoint")
+        where = "from " + named("rdzv_endpoint", "--rdzv-endpoint")
         host, port = split_host_port(params.endpoint, -1, params.endpoint)
         if port == -1:
-            raise ConfigError(f"{where} {params.endpoint!r} has no port; the static rendezvous "
-                              "needs HOST:PORT (node rank 0's store)")
+            raise ConfigError(f"{named('rdzv_endpoint', '--rdzv-endpoint', repr(params.endpoint))}"
+                              " has no port; the static rendezvous needs HOST:PORT, where node "
+                              "rank 0 hosts its store")
     else:
         host = str(params.get("master_addr") or "127.0.0.1")
         port = int(params.get("master_port") or DEFAULT_PORT)
-        where = f"{named('master_addr', '--master-addr')} and " \
+        where = f"from {named('master_addr', '--master-addr')} and " \
                 f"{named('master_port', '--master-port')}"
     join_timeout = settings.get("join_timeout")
     if join_timeout is None:
