@@ -174,3 +174,81 @@ def test_a_missing_node_is_named_after_join_timeout(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert ("node rank(s) 1 of --nnodes 2 did not join within join_timeout=2s"
             in result.stderr)
+
+
+# -- roles and nodes of different sizes ----------------------------------------------------
+
+
+def roles_nodes(port: int) -> list[list[str]]:
+    """Three nodes: two trainers and a parameter server between them, of different sizes."""
+    return [[*node, "--role", role] for node, role in
+            zip(static_nodes(port, [2, 1, 1]), ("trainer", "ps", "trainer"), strict=True)]
+
+
+def test_role_ranks_count_within_each_role_as_under_torchrun(tmp_path: Path) -> None:
+    compare_with_torchrun(tmp_path, roles_nodes)
+    got = records(tmp_path / "pliant")
+    assert {rank: (r["ROLE_NAME"], r["ROLE_RANK"], r["ROLE_WORLD_SIZE"], r["WORLD_SIZE"])
+            for rank, r in got.items()} == {
+        0: ("trainer", "0", "3", "4"), 1: ("trainer", "1", "3", "4"),
+        2: ("ps", "0", "1", "4"), 3: ("trainer", "2", "3", "4")}
+
+
+def test_role_ranks_on_c10d(tmp_path: Path) -> None:
+    """The elastic rendezvous shares each node's role too (node ranks: the order of joining)."""
+    port = free_port()
+    nodes = [["--nnodes", "2", "--nproc-per-node", str(size), "--role", role,
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+              "--rdzv-id", "roles"] for size, role in ((2, "trainer"), (1, "ps"))]
+    assert_all_ok(run_nodes("pliant", tmp_path / "out", nodes))
+    got = records(tmp_path / "out")
+    by_role: dict[str, list[tuple[str, str]]] = {}
+    for _, r in sorted(got.items()):
+        by_role.setdefault(r["ROLE_NAME"], []).append((r["ROLE_RANK"], r["ROLE_WORLD_SIZE"]))
+    assert by_role == {"trainer": [("0", "2"), ("1", "2")], "ps": [("0", "1")]}
+    assert {r["WORLD_SIZE"] for r in got.values()} == {"3"}
+
+
+#: torch's own expectation (test/distributed/elastic/agent/server/test/api_test.py,
+#: test_assign_worker_ranks): (local rank, role rank, global rank, world size, role world size).
+TORCH_ROLES = [("parameter_server", 4), ("trainer", 1), ("trainer", 2), ("trainer", 3),
+               ("parameter_server", 5)]
+TORCH_EXPECTED = [
+    [(0, 0, 0, 15, 9), (1, 1, 1, 15, 9), (2, 2, 2, 15, 9), (3, 3, 3, 15, 9)],
+    [(0, 0, 4, 15, 6)],
+    [(0, 1, 5, 15, 6), (1, 2, 6, 15, 6)],
+    [(0, 3, 7, 15, 6), (1, 4, 8, 15, 6), (2, 5, 9, 15, 6)],
+    [(0, 4, 10, 15, 9), (1, 5, 11, 15, 9), (2, 6, 12, 15, 9), (3, 7, 13, 15, 9),
+     (4, 8, 14, 15, 9)],
+]
+
+
+def test_rank_assignment_is_torchs() -> None:
+    """pliant's rank assignment against torch's test case, and against torch's own
+    ``_assign_worker_ranks`` run on a real store, one thread per agent."""
+    from multiprocessing.pool import ThreadPool
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from pliant.agent.local import assign_ranks
+    from torch.distributed.elastic.agent.server.api import SimpleElasticAgent
+
+    sizes, roles = [n for _, n in TORCH_ROLES], [r for r, _ in TORCH_ROLES]
+    ours = []
+    for group_rank, size in enumerate(sizes):
+        base, world, role_base, role_world = assign_ranks(sizes, roles, group_rank)
+        ours.append([(i, role_base + i, base + i, world, role_world) for i in range(size)])
+    assert ours == TORCH_EXPECTED
+
+    store = dist.HashStore()
+
+    def torchs(node: tuple[int, tuple[str, int]]) -> list[tuple[int, ...]]:
+        group_rank, (role, size) = node
+        spec = SimpleNamespace(role=role, local_world_size=size)
+        workers = SimpleElasticAgent._assign_worker_ranks(None, store, group_rank,  # type: ignore[arg-type]
+                                                          len(TORCH_ROLES), spec)
+        return [(w.local_rank, w.role_rank, w.global_rank, w.world_size, w.role_world_size)
+                for w in workers]
+
+    with ThreadPool(len(TORCH_ROLES)) as pool:
+        assert pool.map(torchs, enumerate(TORCH_ROLES)) == TORCH_EXPECTED
