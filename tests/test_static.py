@@ -252,3 +252,65 @@ def test_rank_assignment_is_torchs() -> None:
 
     with ThreadPool(len(TORCH_ROLES)) as pool:
         assert pool.map(torchs, enumerate(TORCH_ROLES)) == TORCH_EXPECTED
+
+
+# -- WorkerSpec.master_addr / master_port ---------------------------------------------------
+
+PLIANT_AGENT = """
+import sys
+from pliant.agent import LocalElasticAgent, WorkerSpec
+from pliant.rendezvous import RendezvousParameters, create_handler
+
+handler = create_handler(RendezvousParameters("embedded", "", "spec", 1, 1))
+spec = WorkerSpec(role="default", local_world_size=2, rdzv_handler=handler,
+                  entrypoint=sys.executable, args=({script!r},), max_restarts=0,
+                  master_addr="localhost", master_port={port})
+sys.exit(1 if LocalElasticAgent(spec).run().is_failed() else 0)
+"""
+
+TORCH_AGENT = """
+import sys
+from torch.distributed.elastic.agent.server.api import WorkerSpec
+from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+from torch.distributed.elastic.rendezvous import RendezvousParameters, registry
+
+handler = registry.get_rendezvous_handler(
+    RendezvousParameters("c10d", "localhost:0", "spec", 1, 1))
+spec = WorkerSpec(role="default", local_world_size=2, rdzv_handler=handler,
+                  entrypoint=sys.executable, args=({script!r},), max_restarts=0,
+                  master_addr="localhost", master_port={port})
+result = LocalElasticAgent(spec, DefaultLogsSpecs(log_dir={logs!r})).run()
+sys.exit(1 if result.is_failed() else 0)
+"""
+
+
+def test_worker_spec_master_address_and_port_override_the_rendezvous(tmp_path: Path) -> None:
+    """torch: ``WorkerSpec(master_addr=..., master_port=...)`` is what the workers get."""
+    seen = {}
+    for name, template in (("pliant", PLIANT_AGENT), ("torch", TORCH_AGENT)):
+        out, port = tmp_path / name, free_port()
+        out.mkdir()
+        code = template.format(script=str(WORKERS / "env_dump.py"), port=port,
+                               logs=str(tmp_path / "logs"))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120, env={**os.environ, "OUT_DIR": str(out)})
+        assert result.returncode == 0, result.stderr
+        found = [json.loads(p.read_text())["env"] for p in sorted(out.glob("0_*.json"))]
+        assert [(e["MASTER_ADDR"], e["MASTER_PORT"]) for e in found] == \
+            [("localhost", str(port))] * 2, name
+        seen[name] = [{k: e[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")}
+                      for e in found]
+    assert seen["pliant"] == seen["torch"]
+
+
+def test_worker_spec_master_port_is_where_the_workers_meet(tmp_path: Path) -> None:
+    """The overridden port is the one the workers' gloo group forms on (pliant's embedded
+    rendezvous: worker rank 0 hosts the store there)."""
+    port = free_port()
+    code = PLIANT_AGENT.format(script=SCRIPT, port=port).replace('"localhost"', '"127.0.0.1"')
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    got = records(tmp_path)
+    assert {(r["MASTER_PORT"], r["allreduce"]) for r in got.values()} == {(str(port), 3.0)}

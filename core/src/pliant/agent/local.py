@@ -307,7 +307,9 @@ class LocalElasticAgent:
         self._notified = spec.rdzv_handler.on_change(self._wake)
         group = self._worker_group
         group.group_rank, group.group_world_size = info.rank, info.world_size
-        group.master_addr, group.master_port = info.master_addr, info.master_port
+        # WorkerSpec's master address and port, when given, win over the rendezvous's (torch).
+        group.master_addr = spec.master_addr or info.master_addr
+        group.master_port = spec.master_port or info.master_port
         group.store = info.store
         # Without node_sizes (node_roles) every node runs as many workers as this one (its role).
         sizes = info.node_sizes or (spec.local_world_size,) * info.world_size
