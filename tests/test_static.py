@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from pliant_e2e import PLIANT, WORKERS, free_port
+from pliant_e2e import PLIANT, WORKERS, Agent, free_port, wait_for
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 SCRIPT = str(WORKERS / "static_ranks.py")
@@ -92,10 +93,13 @@ def test_two_nodes_of_different_sizes_see_what_torchrun_gives(tmp_path: Path) ->
 def test_torchruns_default_command_line_is_static_on_three_nodes(tmp_path: Path) -> None:
     """No --rdzv-backend: torchrun's default, static; GROUP_RANK is --node-rank and every
     worker meets at --master-port, the one port the job uses."""
-    compare_with_torchrun(tmp_path, lambda port: static_nodes(port, [1, 1, 1]))
+    compare_with_torchrun(tmp_path, lambda port: static_nodes(port, [1, 2, 1]))
     got = records(tmp_path / "pliant")
-    assert {rank: r["GROUP_RANK"] for rank, r in got.items()} == {0: "0", 1: "1", 2: "2"}
-    assert {r["allreduce"] for r in got.values()} == {6.0}
+    assert {rank: (r["GROUP_RANK"], r["LOCAL_RANK"], r["LOCAL_WORLD_SIZE"], r["WORLD_SIZE"],
+                   r["GROUP_WORLD_SIZE"]) for rank, r in got.items()} == {
+        0: ("0", "0", "1", "4", "3"), 1: ("1", "0", "2", "4", "3"),
+        2: ("1", "1", "2", "4", "3"), 3: ("2", "0", "1", "4", "3")}
+    assert {r["allreduce"] for r in got.values()} == {10.0}  # 1 + 2 + 3 + 4
 
 
 def test_endpoint_names_the_store(tmp_path: Path) -> None:
@@ -123,6 +127,55 @@ def test_worker_failure_restarts_every_node_with_the_same_ranks(tmp_path: Path) 
         assert {k: second[rank][k] for k in SEEN} == {k: first[rank][k] for k in SEEN}
         assert second[rank]["TORCHELASTIC_RESTART_COUNT"] == "1"
     assert "worker group failed (rank 1" in results[0].stderr  # node 0 was told at once
+
+
+def test_a_stopped_agent_stops_the_other_nodes(tmp_path: Path, start_agent: Callable[..., Agent],
+                                               ) -> None:
+    port = free_port()
+    env = {"OUT_DIR": str(tmp_path), "HOLD": "1"}
+    nodes = static_nodes(port, [1, 1])
+    agents = [start_agent(f"node{rank}", "run", *args, str(WORKERS / "node_worker.py"),
+                          env={**env, "NODE": f"node{rank}"})
+              for rank, args in enumerate(nodes)]
+    wait_for(lambda: len(list(tmp_path.glob("*.json"))) == 2, timeout=60)
+    agents[1].send_signal(signal.SIGTERM)
+    assert agents[1].wait() == 128 + signal.SIGTERM
+    assert agents[0].wait() == 1, agents[0].describe()
+    assert ("pliant: rendezvous error: the agent of node rank 1" in agents[0].stderr and
+            "stopped before its workers finished" in agents[0].stderr), agents[0].describe()
+
+
+def test_two_agents_with_one_node_rank_are_refused(tmp_path: Path,
+                                                   start_agent: Callable[..., Agent]) -> None:
+    port = free_port()
+    env = {"OUT_DIR": str(tmp_path)}
+    nodes = static_nodes(port, [1, 1, 1])  # node rank 2 never comes: the round stays open
+    start_agent("node0", "run", *nodes[0], SCRIPT, env=env)
+    first = start_agent("node1", "run", *nodes[1], SCRIPT, env=env)
+    wait_for(lambda: _joined(port, 1), timeout=30)
+    second = start_agent("again", "run", *nodes[1], SCRIPT, env=env)
+    assert second.wait() == 1, second.describe()
+    assert "node rank 1 of run 'none' is already taken by the agent on" in second.stderr
+    assert first.returncode is None  # the first one still waits for node rank 2
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _joined(port: int, rank: int) -> bool:
+    """Whether node ``rank`` has written its record for round 0 in the store at ``port``."""
+    if not _listening(port):
+        return False
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=5))
+    return bool(store.check([f"pliant/static/none/0/node/{rank}"]))
 
 
 def test_a_failure_without_restarts_fails_every_node(tmp_path: Path) -> None:

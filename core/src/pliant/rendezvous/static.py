@@ -42,6 +42,7 @@ from pliant.errors import ConfigError
 from pliant.rendezvous.api import (
     RendezvousClosedError,
     RendezvousConnectionError,
+    RendezvousError,
     RendezvousHandler,
     RendezvousInfo,
     RendezvousParameters,
@@ -50,7 +51,7 @@ from pliant.rendezvous.api import (
     RoundEnd,
 )
 from pliant.rendezvous.net import split_host_port
-from pliant.settings import Setting, parse_bool, parse_float, parse_str
+from pliant.settings import Setting, parse_bool, parse_float, parse_int, parse_str
 
 __all__ = ["DEFAULT_PORT", "STATIC_SETTINGS", "StaticRendezvousHandler",
            "create_static_handler"]
@@ -83,7 +84,7 @@ STATIC_SETTINGS: tuple[Setting, ...] = (
     Setting("last_call_timeout", parse_float(minimum=0.0), 0.0, _COMPAT),
     Setting("close_timeout", parse_float(minimum=0.0), 0.0, _COMPAT),
     Setting("keep_alive_interval", parse_float(minimum=0.0), 5.0, _COMPAT),
-    Setting("keep_alive_max_attempt", parse_float(minimum=0.0), 3.0, _COMPAT),
+    Setting("keep_alive_max_attempt", parse_int(minimum=1), 3, _COMPAT),
     Setting("heartbeat_timeout", parse_float(minimum=0.0), 30.0, _COMPAT),
     Setting("is_host", parse_bool, None, _COMPAT + " Node rank 0 hosts the store."),
     Setting("store_type", parse_str, "tcp", _COMPAT + " The store is a TCPStore."),
@@ -140,6 +141,12 @@ class StaticRendezvousHandler(RendezvousHandler):
         """Join the next round: every node's record, then node rank 0's ``go``."""
         self._stop_watching()
         store = self._open()
+        try:
+            return self._join(store)
+        except RuntimeError as exc:  # torch's store errors: node rank 0 went away
+            raise self._lost(exc) from None
+
+    def _join(self, store: Any) -> RendezvousInfo:
         k = self._round + 1 if self._round is not None else self._first_round(store)
         record = {"id": self._id, "host": socket.gethostname(),
                   "workers": self.local_world_size, "role": self.role}
@@ -187,7 +194,7 @@ class StaticRendezvousHandler(RendezvousHandler):
             store.set(self._key("left", self._rank), "1")
             if self._rank == 0 and self._world > 1 and self._round is not None:
                 self._wait_for_others(store)  # no round formed: nobody runs on the store
-        except RuntimeError as exc:  # the store is gone: there is nobody left to tell
+        except (RuntimeError, RendezvousError) as exc:  # the store is gone: nobody to tell
             log.debug("static rendezvous shutdown: %s", exc)
         return True
 
@@ -212,21 +219,26 @@ class StaticRendezvousHandler(RendezvousHandler):
                    f"{failure.get('message', '')}")[:1000]
         if store is None or self._round is None:
             return RoundEnd("failure" if restart else "failed", message, restart, failure)
-        finished = [r for r in range(self._world)
-                    if store.check([self._key(self._round, "succeeded", r)])]
-        if restart and finished:
-            restart = False
-            message += (f"; no restart: node rank(s) {', '.join(map(str, finished))} already "
-                        "finished, and a static job cannot run without them")
         self._stop_watching()
-        return self._post_end(store, RoundEnd("failure" if restart else "failed", message,
-                                              restart, failure, self._world))
+        try:
+            finished = [r for r in range(self._world)
+                        if store.check([self._key(self._round, "succeeded", r)])]
+            if restart and finished:
+                restart = False
+                message += (f"; no restart: node rank(s) {', '.join(map(str, finished))} "
+                            "already finished, and a static job cannot run without them")
+            return self._post_end(store, RoundEnd("failure" if restart else "failed", message,
+                                                  restart, failure, self._world))
+        except RuntimeError as exc:
+            self._end = RoundEnd("store", str(self._lost(exc)), restart=False)
+            return self._end
 
     def report_success(self) -> None:
         self._succeeded = True
         self._stop_watching()
         if self._store is not None and self._round is not None:
-            self._store.set(self._key(self._round, "succeeded", self._rank), "1")
+            with suppress(RuntimeError):  # a lost store is reported by shutdown, if at all
+                self._store.set(self._key(self._round, "succeeded", self._rank), "1")
 
     # -- the store ----------------------------------------------------------------------------
 
