@@ -367,3 +367,44 @@ def test_worker_spec_master_port_is_where_the_workers_meet(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     got = records(tmp_path)
     assert {(r["MASTER_PORT"], r["allreduce"]) for r in got.values()} == {(str(port), 3.0)}
+
+
+# -- the API, with torch's parameters ----------------------------------------------------------
+
+
+def test_static_handler_from_torchs_rendezvous_parameters() -> None:
+    """``RendezvousParameters("static", "host:port", run_id, N, N, rank=R)``, as a script
+    written for torch's static handler builds them; two nodes on threads, one real store."""
+    import threading
+
+    from pliant.rendezvous import RendezvousParameters, create_handler
+
+    port = free_port()
+    infos = {}
+
+    def node(rank: int) -> None:
+        handler = create_handler(RendezvousParameters("static", f"127.0.0.1:{port}", "api", 2,
+                                                      2, rank=rank, timeout=30))
+        infos[rank] = handler.next_rendezvous()
+        handler.report_success()
+        handler.shutdown()
+
+    threads = [threading.Thread(target=node, args=(rank,)) for rank in (1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert {r: (i.rank, i.world_size, i.master_addr, i.master_port) for r, i in infos.items()} \
+        == {0: (0, 2, "127.0.0.1", port), 1: (1, 2, "127.0.0.1", port)}
+
+
+def test_node_rank_on_c10d_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [PLIANT, "run", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+         "--node-rank", "1", str(WORKERS / "env_dump.py")], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert ("--node-rank 1 (from flag --node-rank) is only used by the static rendezvous; the "
+            "c10d backend assigns node ranks itself") in result.stderr
+    assert json.loads(next(tmp_path.glob("0_0.json")).read_text())["env"]["GROUP_RANK"] == "0"

@@ -10,6 +10,7 @@ rendezvous backend and its parameters, the metric and event handlers and the tim
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -87,6 +88,10 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     events.configure(built["events"])
 
     backend = chosen[0].selected.registration.name
+    if backend != "static" and cfg.is_set("node_rank") and cfg["node_rank"] != 0:
+        logging.getLogger("pliant").warning(
+            "--node-rank %d (from %s) is only used by the static rendezvous; the %s backend "
+            "assigns node ranks itself", cfg["node_rank"], cfg.source("node_rank"), backend)
     run_id = cfg["rdzv_id"]
     if run_id == "none" and backend == "embedded":
         run_id = os.urandom(6).hex()

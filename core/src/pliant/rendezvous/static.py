@@ -77,6 +77,9 @@ STATIC_SETTINGS: tuple[Setting, ...] = (
     Setting("timeout", parse_float(minimum=0.0), 600.0,
             "torch's name for join_timeout under static (its TCPStore timeout); join_timeout "
             "wins when both are given."),
+    Setting("rank", parse_int(minimum=0), None,
+            "This node's rank, torch's key for it (torchrun sets it from --node-rank, which "
+            "wins when both are given)."),
     Setting("exit_timeout", parse_float(minimum=0.0), 300.0,
             "Seconds node rank 0 keeps the store up, once its workers are done, for the other "
             "nodes to finish (torch's exit barrier)."),
@@ -418,7 +421,9 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
             "static rendezvous runs a fixed number of nodes; give --nnodes N, or choose an "
             "elastic backend with --rdzv-backend c10d")
     world = params.max_nodes
-    raw_rank = params.get("node_rank", params.get("rank", 0))
+    raw_rank = params.get("node_rank", settings.get("rank"))
+    if raw_rank is None:
+        raw_rank = params.get("rank", 0)
     try:
         rank = int(raw_rank)
     except (TypeError, ValueError):
