@@ -218,6 +218,33 @@ def test_unreachable_master_is_named_after_join_timeout(tmp_path: Path) -> None:
             "--master-port) within join_timeout=2s") in result.stderr
 
 
+def test_node_rank_1_without_master_addr_says_so(tmp_path: Path) -> None:
+    """torchrun's default --master-addr is 127.0.0.1: kept, but named when nothing is there."""
+    result = subprocess.run(
+        [PLIANT, "run", "--nnodes", "2", "--node-rank", "1", "--master-port", str(free_port()),
+         "--rdzv-conf", "join_timeout=1", SCRIPT], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert ("(from --master-addr (the default) and --master-port)" in result.stderr and
+            "--master-addr was not given, so node rank 1 looked for node rank 0 on 127.0.0.1 "
+            "(torchrun's default): give node rank 0's address" in result.stderr), result.stderr
+
+
+def test_node_rank_0_on_a_busy_port_is_named(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([PLIANT, "run", *static_nodes(port, [1, 1])[0], SCRIPT],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "OUT_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert f"node rank 0 cannot start the store at 127.0.0.1:{port}" in result.stderr
+    assert "choose a free --master-port" in result.stderr
+
+
 def test_a_missing_node_is_named_after_join_timeout(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(

@@ -102,12 +102,14 @@ class StaticRendezvousHandler(RendezvousHandler):
 
     def __init__(self, run_id: str, host: str, port: int, rank: int, world_size: int,
                  join_timeout: float = 600.0, exit_timeout: float = 300.0,
-                 where: str = "") -> None:
+                 where: str = "", hint: str = "") -> None:
+        """``where``: the store's address and where it came from; ``hint``: what to say too
+        when it cannot be reached."""
         self._run_id = run_id
         self._host, self._port = host, port
         self._rank, self._world = rank, world_size
         self._join_timeout, self._exit_timeout = join_timeout, exit_timeout
-        self._where = where or f"{host}:{port}"  # the store's address, and where it came from
+        self._where, self._hint = where or f"{host}:{port}", hint
         self._prefix = f"{PREFIX}{run_id}/"
         self._id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._store: Any = None
@@ -270,7 +272,8 @@ class StaticRendezvousHandler(RendezvousHandler):
             raise RendezvousConnectionError(
                 f"cannot reach node rank 0's store at {self._where} within "
                 f"join_timeout={self._join_timeout:g}s: {_first_line(exc)}; check that the "
-                "agent with --node-rank 0 runs there and that the port is open") from None
+                "agent with --node-rank 0 runs there and that the port is open"
+                f"{self._hint}") from None
         return self._store
 
     def _first_round(self, store: Any) -> int:
@@ -448,10 +451,14 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
     join_timeout = settings.get("join_timeout")
     if join_timeout is None:
         join_timeout = settings.get("timeout", 600.0)
+    hint = ""
+    if rank > 0 and not params.endpoint.strip() and not params.get("master_addr"):
+        hint = (f"; --master-addr was not given, so node rank {rank} looked for node rank 0 "
+                f"on {host} (torchrun's default): give node rank 0's address")
     return StaticRendezvousHandler(params.run_id, host, port, rank, world,
                                    join_timeout=float(join_timeout),
                                    exit_timeout=float(settings.get("exit_timeout", 300.0)),
-                                   where=f"{host}:{port} ({where})")
+                                   where=f"{host}:{port} ({where})", hint=hint)
 
 
 def _tcpstore() -> Any:
