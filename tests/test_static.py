@@ -193,6 +193,10 @@ def test_a_failure_without_restarts_fails_every_node(tmp_path: Path) -> None:
     (["--nnodes", "3"], {"PET_NODE_RANK": "5"},
      "--node-rank 5 (from env PET_NODE_RANK) is not a node rank of --nnodes 3: give each node "
      "a rank from 0 to 2"),
+    (["--nnodes", "2", "--master-addr", "192.0.2.1"], {},
+     "no --node-rank was given, so this node is node rank 0 and would host the store, but "
+     "'192.0.2.1' (from --master-addr and --master-port (the default)) is not an address of "
+     "this machine; give each node its --node-rank (0 on 192.0.2.1)"),
     (["--nnodes", "1:2", "--rdzv-backend", "static"], {},
      "--nnodes 1:2: the static rendezvous runs a fixed number of nodes; give --nnodes N"),
     (["--nnodes", "2", "--rdzv-backend", "static", "--rdzv-endpoint", "127.0.0.1"], {},

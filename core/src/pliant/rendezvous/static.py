@@ -451,6 +451,14 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
     join_timeout = settings.get("join_timeout")
     if join_timeout is None:
         join_timeout = settings.get("timeout", 600.0)
+    if rank == 0 and world > 1 and "node_rank" not in params.config and \
+            "rank" not in params.config and settings.get("rank") is None and \
+            not _is_this_machine(host):
+        raise ConfigError(
+            f"no --node-rank was given, so this node is node rank 0 and would host the store, "
+            f"but {host!r} ({where}) is not an address of this machine; give each node its "
+            f"--node-rank (0 on {host}), or choose --rdzv-backend c10d for node ranks in the "
+            "order the nodes join")
     hint = ""
     if rank > 0 and not params.endpoint.strip() and not params.get("master_addr"):
         hint = (f"; --master-addr was not given, so node rank {rank} looked for node rank 0 "
@@ -459,6 +467,25 @@ def create_static_handler(params: RendezvousParameters, settings: Mapping[str, A
                                    join_timeout=float(join_timeout),
                                    exit_timeout=float(settings.get("exit_timeout", 300.0)),
                                    where=f"{host}:{port} ({where})", hint=hint)
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether ``host`` names this machine (one of its addresses can be bound here). A name
+    that does not resolve is left for the store to report."""
+    try:
+        addresses = {str(i[4][0]) for i in socket.getaddrinfo(host, None,
+                                                              type=socket.SOCK_STREAM)}
+    except OSError:
+        return True
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((addr, 0))
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _tcpstore() -> Any:
