@@ -268,9 +268,9 @@ def test_broken_backend_package_is_named_instead_of_asking_to_install_it(make_di
                                                                          script):
     make_dist("pliant-c10d", "0.1.0", "raise ImportError('torch.distributed is unavailable')")
 
-    result = pliant("run", "--nnodes", "2", "--rdzv-backend", "static", str(script))
+    result = pliant("run", "--nnodes", "2", "--rdzv-backend", "c10d", str(script))
 
-    assert_user_error(result, "unknown rendezvous backend 'static' (from flag --rdzv-backend)",
+    assert_user_error(result, "unknown rendezvous backend 'c10d' (from flag --rdzv-backend)",
                       "c10d (pliant-c10d 0.1.0)",
                       "ImportError: torch.distributed is unavailable")
     assert "pip install" not in result.stderr
@@ -481,7 +481,8 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
 @pytest.mark.parametrize("args, fragments", [
     (["--rdzv-backend", "zookeeper"],
      ["unknown rendezvous backend 'zookeeper' (from flag --rdzv-backend)", "available: ",
-      "embedded", "etcd-v2.", "install a plugin that provides rendezvous backend 'zookeeper'"]),
+      "embedded", "etcd-v2, static.",
+      "install a plugin that provides rendezvous backend 'zookeeper'"]),
     (["--nnodes", "2", "--rdzv-backend", "static-tcp"],
      ["unknown rendezvous backend 'static-tcp'", "available: "]),
     (["--metrics", "prometheus"],
@@ -524,7 +525,7 @@ def test_manager_with_no_entry_points_has_only_the_builtins():
     pm = PluginManager(entry_points=[])
 
     assert [(i.name, i.status) for i in pm.plugins()] == [("builtin", "loaded")]
-    assert set(pm.registrations(KINDS["rendezvous"])) == {"embedded"}
+    assert set(pm.registrations(KINDS["rendezvous"])) == {"embedded", "static"}
     assert pm.select("rendezvous", "embedded", "test").plugin.distribution == "pliant-core"
     with pytest.raises(PluginError, match="pip install pliant-null"):
         pm.select("metrics", "null", "test")

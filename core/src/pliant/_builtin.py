@@ -8,6 +8,7 @@ from typing import Any
 from pliant.hookspecs import hookimpl
 from pliant.registrations import EventBackend, MetricBackend, RendezvousBackend, TimerBackend
 from pliant.rendezvous.embedded import EMBEDDED_SETTINGS, create_embedded_handler
+from pliant.rendezvous.static import STATIC_SETTINGS, create_static_handler
 
 
 @hookimpl
@@ -18,7 +19,15 @@ def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
             factory=create_embedded_handler,
             settings=EMBEDDED_SETTINGS,
             description="One node, no server: ranks 0..N-1 and a fresh port every attempt.",
-        )
+        ),
+        RendezvousBackend(
+            name="static",
+            factory=create_static_handler,
+            settings=STATIC_SETTINGS,
+            description="torchrun's default: --nnodes N nodes with fixed --node-rank; node "
+                        "rank 0 hosts the store at --master-addr:--master-port, shared by "
+                        "the workers.",
+        ),
     ]
 
 

@@ -101,12 +101,20 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     events.configure(built["events"])
 
     backend = chosen[0].selected.registration.name
+    if backend != "static" and cfg.is_set("node_rank") and cfg["node_rank"] != 0:
+        logging.getLogger("pliant").warning(
+            "--node-rank %d (from %s) is only used by the static rendezvous; the %s backend "
+            "assigns node ranks itself", cfg["node_rank"], cfg.source("node_rank"), backend)
     run_id = cfg["rdzv_id"]
     if run_id == "none" and backend == "embedded":
         run_id = os.urandom(6).hex()
     set_context(run_id=run_id, role=cfg["role"], rank=None)  # the agent's own records' tags
     min_nodes, max_nodes = cfg["nnodes"]
-    extra = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank") if cfg.is_set(k)}
+    extra: dict[str, Any] = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank")
+                             if cfg.is_set(k)}
+    # Where the job's shape came from, for a backend's messages (static names them).
+    extra["sources"] = {k: cfg.source(k) for k in ("nnodes", "node_rank", "master_addr",
+                                                   "master_port", "rdzv_endpoint")}
     params = RendezvousParameters(backend, cfg["rdzv_endpoint"], run_id, min_nodes, max_nodes,
                                   cfg["local_addr"], **extra)
     spec = WorkerSpec(
@@ -224,9 +232,17 @@ def rendezvous_backend(cfg: Config) -> tuple[str, str]:
     """The rendezvous backend's name and where that choice came from."""
     if cfg["standalone"]:
         return "embedded", cfg.source("standalone")
-    explicit = cfg.is_set("rdzv_backend") or cfg.is_set("rdzv_endpoint")
-    if not explicit and cfg["nnodes"] == (1, 1):
-        return "embedded", "default for one node"
+    if cfg.is_set("rdzv_backend"):
+        return cfg["rdzv_backend"], cfg.source("rdzv_backend")
+    if cfg["nnodes"] == (1, 1):
+        if not cfg.is_set("rdzv_endpoint"):
+            return "embedded", "default for one node"
+    elif not cfg.is_set("rdzv_endpoint") or cfg.is_set("node_rank"):
+        # torchrun's static command line (--node-rank, --master-addr, --master-port): its
+        # default backend, and the only one that honours a node rank.
+        return "static", ("default for several nodes without --rdzv-endpoint"
+                          if not cfg.is_set("rdzv_endpoint") else
+                          f"default with --node-rank (from {cfg.source('node_rank')})")
     return cfg["rdzv_backend"], cfg.source("rdzv_backend")
 
 

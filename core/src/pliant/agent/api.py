@@ -82,7 +82,9 @@ class WorkerSpec:
 
     ``entrypoint`` is a program (``str``, run with ``args``) or a Python
     function (run in a fresh interpreter with ``args``; it must be importable,
-    as with multiprocessing's spawn). The positional order is torch's.
+    as with multiprocessing's spawn). The positional order is torch's. ``master_addr`` and
+    ``master_port``, when given, are the workers' ``MASTER_ADDR``/``MASTER_PORT`` in every
+    round, instead of the rendezvous's, as in torch.
     """
 
     role: str = "default"

@@ -309,9 +309,11 @@ class LocalElasticAgent:
         self._emit("run_failed", reason=end.reason)
         if end.reason in ("failure", "failed"):
             failures = dict(attempt.failures)
-            if end.failure is not None and not failures:
+            if end.failure is not None:
+                # The failure that ended the round, wherever it was: every node then names the
+                # same root cause, also when its own workers failed in its wake.
                 remote = ProcessFailure.from_dict(end.failure)
-                failures[remote.global_rank] = remote
+                failures.setdefault(remote.global_rank, remote)
             return RunResult(WorkerState.FAILED, failures=failures,
                              restart_count=self._restart_count)
         errors: dict[str, type[RendezvousError]] = {"store": RendezvousConnectionError,
@@ -325,6 +327,7 @@ class LocalElasticAgent:
         assert spec.rdzv_handler is not None
         start = time.perf_counter()
         spec.rdzv_handler.local_world_size = spec.local_world_size
+        spec.rdzv_handler.role = spec.role
         self._emit("rendezvous_joined")
         self._in_rendezvous = True  # a signal now interrupts the wait (see _handle_signal)
         try:
@@ -335,15 +338,18 @@ class LocalElasticAgent:
         self._notified = spec.rdzv_handler.on_change(self._wake)
         group = self._worker_group
         group.group_rank, group.group_world_size = info.rank, info.world_size
-        group.master_addr, group.master_port = info.master_addr, info.master_port
+        # WorkerSpec's master address and port, when given, win over the rendezvous's (torch).
+        group.master_addr = spec.master_addr or info.master_addr
+        group.master_port = spec.master_port or info.master_port
         group.store = info.store
-        # Ranks are node-major. Without node_sizes every node runs as many workers as this one.
+        # Without node_sizes (node_roles) every node runs as many workers as this one (its role).
         sizes = info.node_sizes or (spec.local_world_size,) * info.world_size
-        world, base = sum(sizes), sum(sizes[:info.rank])
+        roles = info.node_roles or (spec.role,) * info.world_size
+        base, world, role_base, role_world = assign_ranks(sizes, roles, info.rank)
         for worker in group.workers:
             worker.global_rank = base + worker.local_rank
-            worker.role_rank = worker.global_rank
-            worker.world_size = worker.role_world_size = world
+            worker.role_rank = role_base + worker.local_rank
+            worker.world_size, worker.role_world_size = world, role_world
         took_ms = (time.perf_counter() - start) * 1000
         set_context(restart_count=self._restart_count)
         self._emit("rendezvous_completed", round=info.round, node_rank=info.rank,
@@ -990,6 +996,18 @@ class LocalElasticAgent:
         md.update(metadata)
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
+
+
+def assign_ranks(sizes: Sequence[int], roles: Sequence[str], group_rank: int,
+                 ) -> tuple[int, int, int, int]:
+    """Node ``group_rank``'s first global rank, the world size, its first rank within its role
+    and its role's size, as torch's ``_assign_worker_ranks``: nodes in rank order, each
+    holding ``sizes[i]`` workers of role ``roles[i]``."""
+    role = roles[group_rank]
+    role_sizes = [size for size, r in zip(sizes, roles, strict=True) if r == role]
+    before = [size for size, r in zip(sizes[:group_rank], roles[:group_rank], strict=True)
+              if r == role]
+    return sum(sizes[:group_rank]), sum(sizes), sum(before), sum(role_sizes)
 
 
 _TORCH_IMPORT = re.compile(rb"^[ \t]*(?:import|from)[ \t]+torch\b", re.MULTILINE)

@@ -74,6 +74,10 @@ class RendezvousInfo:
     #: Workers on each node, in node rank order, when the backend shares them: nodes
     #: may then run different ``--nproc-per-node``. None: every node runs as many as this one.
     node_sizes: tuple[int, ...] | None = None
+    #: Each node's role, in node rank order, when the backend shares them: ``ROLE_RANK`` and
+    #: ``ROLE_WORLD_SIZE`` then count the workers of this node's role. None: every node runs
+    #: this node's role.
+    node_roles: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,9 @@ class RendezvousHandler(ABC):
     #: This node's worker count; the agent sets it before :meth:`next_rendezvous` so that
     #: a backend can share it with the other nodes (see ``RendezvousInfo.node_sizes``).
     local_world_size: int = 1
+    #: This node's role (``WorkerSpec.role``), set by the agent like ``local_world_size``
+    #: (see ``RendezvousInfo.node_roles``).
+    role: str = "default"
 
     @abstractmethod
     def get_backend(self) -> str:

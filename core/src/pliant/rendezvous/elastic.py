@@ -268,7 +268,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _join_round(self, k: int, number: int, start: float) -> dict[str, Any]:
         keys, t = self._keys, self.timeouts
         record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
-                  "port": free_port(self._addr), "workers": self.local_world_size}
+                  "port": free_port(self._addr), "workers": self.local_world_size,
+                  "role": self.role}
         self._conn.set(keys.slot(k, number), encode(record))
         if number == 1:
             self._conn.set(keys.current, str(k).encode())
@@ -443,7 +444,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         return RendezvousInfo(rank=self._rank, world_size=len(nodes), master_addr=master["addr"],
                               master_port=int(master["port"]), round=k,
                               restart_count=int(done["restart_count"]),
-                              node_sizes=tuple(int(n.get("workers", 1)) for n in nodes))
+                              node_sizes=tuple(int(n.get("workers", 1)) for n in nodes),
+                              node_roles=tuple(str(n.get("role", self.role)) for n in nodes))
 
     def _wait_as_spare(self, k: int, running: bool) -> None:
         """Round k runs (or is full): count this node for round k+1, ask the running nodes to
