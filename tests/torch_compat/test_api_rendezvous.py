@@ -82,8 +82,9 @@ import torch.distributed as dist
 dist.init_process_group("gloo")
 t = torch.ones(1) * (dist.get_rank() + 1)
 dist.all_reduce(t)
-print(f"rank {dist.get_rank()} of {dist.get_world_size()} sum {int(t.item())} "
-      f"port {os.environ['MASTER_PORT']}", flush=True)
+# one write(2) per line: two workers share torchrun's stdout, and print() may split a line
+os.write(1, f"rank {dist.get_rank()} of {dist.get_world_size()} sum {int(t.item())} "
+            f"port {os.environ['MASTER_PORT']}\\n".encode())
 dist.destroy_process_group()
 '''
 

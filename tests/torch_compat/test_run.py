@@ -126,7 +126,7 @@ def test_launch_with_env_vars(test_dir: Path) -> None:
            "PET_START_METHOD": "spawn", "PET_NO_PYTHON": "1"}
     script_args = [SCRIPT_SH, str(test_dir)]
     _refused(pliant_run(*script_args, env={**env, "PET_MODULE": "1"}),
-             "--module", "--no-python")
+             "PET_MODULE", "PET_NO_PYTHON")  # the message names where each value came from
     _ok(pliant_run(*script_args, env={**env, "PET_MODULE": "0"}))
     assert _touched(test_dir) == {str(i) for i in range(NPROC)}
 

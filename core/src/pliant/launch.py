@@ -287,7 +287,8 @@ def _entrypoint(cfg: Config, script: str, args: Sequence[str]) -> tuple[str, lis
     wins over ``--no-python`` and ``-m``, as in torchrun: the script runs as a Python file."""
     if cfg["no_python"] and not cfg["run_path"]:
         if cfg["module"]:
-            raise ConfigError("-m/--module and --no-python cannot be combined: choose one")
+            raise ConfigError(f"module (from {cfg.source('module')}) and no_python (from "
+                              f"{cfg.source('no_python')}) cannot be combined: choose one")
         if shutil.which(script) is None:
             raise UsageError(f"program {script!r} (from the command line, with --no-python) was "
                              "not found on PATH nor as an executable file; check the name")
