@@ -253,7 +253,8 @@ class C10dRendezvousHandler(ElasticRendezvousHandler):
             endpoint = f"{params.get('master_addr')}:{params.get('master_port') or 29500}"
             log.info("no --rdzv-endpoint: using --master-addr/--master-port, %s", endpoint)
         store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"))
-        super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts)
+        super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts,
+                         token_file=settings.get("token_file"))
 
 
 def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
