@@ -328,7 +328,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._conn.set(keys.current, self._seal.wrap(keys.current, str(k).encode()))
         if number >= self._min:  # the min-th node may not have written it yet
             self._put_first(keys.of(k, "min"), str(time.time()).encode())
-        if number >= self._max or (number >= self._min and number >= self._expected(k)):
+        if number >= self._max or (number >= self._min and
+                                    self._joined_count(k, number) >= self._expected(k)):
             return self._close(k)
         if number < self._min and not self._wait_progress(
                 k, keys.of(k, "min"), start + t.join_timeout, "join_timeout"):
@@ -380,6 +381,13 @@ class ElasticRendezvousHandler(RendezvousHandler):
             if now >= next_log:
                 self._log_progress(k, deadline, "last_call_timeout")
                 next_log = now + PROGRESS_INTERVAL
+
+    def _joined_count(self, k: int, number: int) -> int:
+        """How many nodes joined round k up to join number ``number``: the number itself,
+        or with a token the join records up to it that verify (anyone can add to a counter)."""
+        if not self.signs:
+            return number
+        return sum(self._record(self._keys.slot(k, i)) is not None for i in range(1, number + 1))
 
     def _joined_ids(self, k: int) -> set[str] | None:
         """The ids of the nodes that joined round k so far; None once it is closed."""
