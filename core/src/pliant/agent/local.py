@@ -400,7 +400,7 @@ class LocalElasticAgent:
         cold = False
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
-            os.makedirs(rank_dir)
+            os.makedirs(rank_dir, mode=0o700)  # its logs and error file: the user's alone
             prefix = f"[{info.rank}:{worker.global_rank}] ".encode()
             shown = not spec.local_ranks_filter or worker.local_rank in spec.local_ranks_filter
             redirects = std_for(spec.redirects, worker.local_rank)
