@@ -28,7 +28,7 @@ import json, sys
 from datetime import timedelta
 from torch.distributed import TCPStore
 
-host, port, run_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+host, port, run_id, evil_addr, evil_port = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=30))
 prefix = f"pliant/{run_id}/"
 keys = [k for k in store.list_keys() if k.startswith(prefix)]
@@ -37,14 +37,15 @@ k = int(store.get(prefix + "round").decode().rsplit(":", 1)[-1])
 beats = [key for key in keys if key.startswith(prefix + "beat/")]
 nodes = [key.rsplit("/", 1)[1] for key in beats]
 rec = lambda value: json.dumps({"v": 1, **value})
-evil = [{"id": n, "host": "evil", "addr": "%s", "port": %d, "workers": 1} for n in nodes]
+evil = [{"id": n, "host": "evil", "addr": evil_addr, "port": int(evil_port), "workers": 1}
+        for n in nodes]
 store.set(prefix + f"{k}/over", rec({"reason": "failed", "message": "forged", "restart": False}))
 store.set(prefix + f"{k + 1}/done", rec({"round": k + 1, "restart_count": 0, "nodes": evil}))
 number = store.add(prefix + f"{k + 1}/joined", 1)
 store.set(prefix + f"{k + 1}/join/{number}", rec(evil[0] | {"id": "stranger"}))
 store.set(beats[0], str(1 << 40))                   # "this node left", unsigned
 print("forged", flush=True)
-''' % (EVIL_ADDR, EVIL_PORT)
+'''
 
 
 def test_a_stranger_cannot_steer_a_token_job(start_agent: Any, pliant_store: str, out: Path,
@@ -67,7 +68,8 @@ def test_a_stranger_cannot_steer_a_token_job(start_agent: Any, pliant_store: str
     assert secret not in ps
 
     host, port = pliant_store.rsplit(":", 1)
-    stranger = subprocess.run([sys.executable, "-c", STRANGER, host, port, run_id],
+    stranger = subprocess.run([sys.executable, "-c", STRANGER, host, port, run_id,
+                               EVIL_ADDR, str(EVIL_PORT)],
                               capture_output=True, text=True, timeout=120)
     assert stranger.returncode == 0, stranger.stderr
     assert "forged" in stranger.stdout

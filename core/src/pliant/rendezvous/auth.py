@@ -47,8 +47,10 @@ class ForgedValueError(RendezvousStateError):
 def read_token(path: str, source: str) -> bytes:
     """The secret in the file at ``path`` (surrounding whitespace removed); ``source`` says
     where the path came from, for the error."""
+    file = Path(path).expanduser()
     try:
-        token = Path(path).expanduser().read_bytes().strip()
+        token = file.read_bytes().strip()
+        mode = file.stat().st_mode & 0o077
     except OSError as exc:
         raise ConfigError(f"cannot read the rendezvous token file {path!r} (from {source}): "
                           f"{exc.strerror}; give a readable file holding the job's secret"
@@ -57,6 +59,9 @@ def read_token(path: str, source: str) -> bytes:
         raise ConfigError(f"the rendezvous token file {path!r} (from {source}) is empty; put "
                           "the job's secret in it (for example: "
                           "python -c 'import secrets; print(secrets.token_hex(32))' > FILE)")
+    if mode:
+        log.warning("the rendezvous token file %s (from %s) can be read by other users "
+                    "(mode %o); chmod 600 it", path, source, file.stat().st_mode & 0o777)
     return token
 
 

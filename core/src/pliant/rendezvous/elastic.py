@@ -62,7 +62,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from pliant.rendezvous.api import (
     RendezvousClosedError,
@@ -90,6 +90,8 @@ __all__ = ["CLOSED", "ELASTIC_SETTINGS", "PROTOCOL_VERSION", "ElasticRendezvousH
            "Timeouts"]
 
 log = logging.getLogger("pliant.rendezvous")
+
+T = TypeVar("T")
 
 #: How often a waiting node says how the round is going.
 PROGRESS_INTERVAL = 5.0
@@ -755,7 +757,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         count = conn.get(self._keys.of(k, "succeeded"))
         if not count or not self.signs or self._done is None:
             return int(count) if count else 0
-        return sum(self._record(self._keys.of(k, f"ok/{n['id']}"), conn, plain=True) is not None
+        return sum(self._plain(self._keys.of(k, f"ok/{n['id']}"), conn) is not None
                    for n in self._done["nodes"])
 
     def _leave(self) -> None:
@@ -850,22 +852,25 @@ class ElasticRendezvousHandler(RendezvousHandler):
         """The record ``value`` read at ``key``; ``ForgedValueError`` if it does not verify."""
         return decode(key, self._seal.unwrap(key, value), self._store.endpoint)
 
-    def _record(self, key: str, conn: Connection | None = None, plain: bool = False,
-                ) -> Any:
-        """The record at ``key`` (its bytes with ``plain``); None when it is missing, or does
-        not verify (logged and counted)."""
+    def _record(self, key: str, conn: Connection | None = None) -> dict[str, Any] | None:
+        """The record at ``key``; None when it is missing, or does not verify (logged and
+        counted)."""
+        return self._verified(key, self._decode, conn)
+
+    def _plain(self, key: str, conn: Connection | None = None) -> bytes | None:
+        """The bytes at ``key`` (a round number, a time); None when missing or forged."""
+        return self._verified(key, self._seal.unwrap, conn)
+
+    def _verified(self, key: str, opener: Callable[[str, bytes], T],
+                  conn: Connection | None) -> T | None:
         value = (conn or self._conn).get(key)
         if value is None:
             return None
         try:
-            return self._seal.unwrap(key, value) if plain else self._decode(key, value)
+            return opener(key, value)
         except ForgedValueError as exc:
             self._seal.reject(exc)
             return None
-
-    def _plain(self, key: str) -> bytes | None:
-        """The bytes at ``key`` (a round number, a time); None when missing or forged."""
-        return self._record(key, plain=True)  # type: ignore[no-any-return]
 
     def _put_first(self, key: str, value: bytes, conn: Connection | None = None,
                    sealed: bool = False) -> bytes:

@@ -1015,7 +1015,8 @@ class RendezvousHandlerTests:
                     _key(run_id, infos[0].round, "join", 1)):
             value = self.raw_store(handlers[0]).get(key)
             assert value is not None and value.startswith(b"pliant-hmac1:"), (key, value)
-        secret = open(token_file, "rb").read().strip()
+        with open(token_file, "rb") as f:
+            secret = f.read().strip()
         assert all(secret not in (self.raw_store(handlers[0]).get(k) or b"")
                    for k in (_key(run_id, "meta"), _key(run_id, infos[0].round, "done")))
 
