@@ -363,7 +363,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         while True:
             step = min(deadline, time.monotonic() + t.keep_alive_interval)
             if self._conn.wait([keys.of(k, "done")], step):
-                return True
+                if self._genuine(keys.of(k, "done")):
+                    return True
+                time.sleep(max(0.0, step - time.monotonic()))  # forged: the last call goes on
             now = time.monotonic()
             if now >= deadline:
                 return False
@@ -579,7 +581,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
             if left <= 0:
                 return False
             if self._conn.wait([key], time.monotonic() + min(left, PROGRESS_INTERVAL)):
-                return True
+                if self._genuine(key):
+                    return True
+                time.sleep(min(left, 0.5))  # forged: wait for the real one to replace it
+                continue
             if left > PROGRESS_INTERVAL:
                 self._log_progress(k, deadline, timeout_name)
 
@@ -871,6 +876,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
         except ForgedValueError as exc:
             self._seal.reject(exc)
             return None
+
+    def _genuine(self, key: str) -> bool:
+        """Whether the value at ``key`` verifies (always, without a token)."""
+        return not self.signs or self._plain(key) is not None
 
     def _put_first(self, key: str, value: bytes, conn: Connection | None = None,
                    sealed: bool = False) -> bytes:

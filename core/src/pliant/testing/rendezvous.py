@@ -1093,3 +1093,17 @@ class RendezvousHandlerTests:
         handlers[1].report_success()
         end = wait_for_round_end(handlers[1])
         assert end.reason == "succeeded"
+
+    def test_a_forged_outcome_of_a_forming_round_does_not_end_its_last_call(
+            self, nodes: Nodes, token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 1, 3, run_id=run_id, token_file=token_file, close_timeout=2.0)
+        self._forge(handlers[0], _key(run_id, 0, "done"),
+                    {"round": 0, "restart_count": 0, "nodes": [
+                        {"id": _elastic(h).node_id, "host": "evil", "addr": "203.0.113.7",
+                         "port": 6666, "workers": 1} for h in handlers]})
+        infos = joined(handlers)
+        assert sorted(i.rank for i in infos) == [0, 1]
+        assert {i.master_addr for i in infos} != {"203.0.113.7"}
+        assert all(i.master_port != 6666 for i in infos)
+        assert all(_elastic(h).rejected >= 1 for h in handlers)
