@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,33 @@ def test_pliant_config_hides_the_token_file(tmp_path: Path) -> None:
     assert str(token) not in shown.stdout + shown.stderr
     assert "not-for-your-eyes" not in shown.stdout + shown.stderr
     assert "token_file" in shown.stdout and "<hidden>" in shown.stdout, shown.stdout
+
+
+def test_an_agent_with_another_token_is_refused_naming_the_run_and_the_store(
+        start_agent: Any, pliant_store: str, out: Path, tmp_path: Path) -> None:
+    run_id = f"tok-{uuid.uuid4().hex[:10]}"
+    files = []
+    for name in ("mine", "theirs"):
+        path = tmp_path / name
+        path.write_text(f"{name}-{uuid.uuid4().hex}")
+        path.chmod(0o600)
+        files.append(path)
+
+    def start(name: str, token: Path) -> Any:
+        return start_agent(name, "run", "--nnodes", "2", "--rdzv-backend", "c10d",
+                           "--rdzv-endpoint", pliant_store, "--rdzv-id", run_id,
+                           "--rdzv-conf", f"{FAST},token_file={token}", WORKER,
+                           env={"OUT_DIR": str(out), "NODE": name})
+
+    first = start("a", files[0])
+    from torch.distributed import TCPStore
+
+    host, port = pliant_store.rsplit(":", 1)
+    client = TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=30))
+    wait_for(lambda: bool(client.check([f"pliant/{run_id}/meta"])), timeout=60)  # a joined
+    other = start("b", files[1])
+    assert other.wait(120) != 0
+    assert run_id in other.stderr and pliant_store in other.stderr, other.describe()
+    assert "token" in other.stderr
+    assert files[1].read_text() not in other.stderr and files[0].read_text() not in other.stderr
+    first.kill()
