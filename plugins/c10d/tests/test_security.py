@@ -81,6 +81,7 @@ def test_a_job_without_a_token_on_a_reachable_store_is_warned_once(
         caplog.clear()
         token = tmp_path / "token"
         token.write_text("secret")
+        token.chmod(0o600)
         made.append(handler(f"0.0.0.0:{port}", is_host=False, token_file=str(token)))
         assert not [r for r in caplog.records if "token" in r.getMessage()]
     finally:
@@ -118,3 +119,13 @@ def test_a_handler_never_shut_down_exits_0() -> None:
     assert done.returncode == 0, done.stderr
     assert "rank 0" in done.stdout
     assert "terminate called" not in done.stderr
+
+
+def test_listen_addr_asks_for_every_interface() -> None:
+    port = free_port()
+    host = handler(f"127.0.0.1:{port}", is_host=True, listen_addr="0.0.0.0")
+    try:
+        assert listening_on(port) == ["00000000"]  # 0.0.0.0
+        joined([host])
+    finally:
+        host.shutdown()

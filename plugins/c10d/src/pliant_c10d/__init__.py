@@ -70,6 +70,9 @@ C10D_SETTINGS: tuple[Setting, ...] = (
     Setting("is_host", parse_bool, None,
             "Whether this agent starts the store at --rdzv-endpoint. Unset: it does when no "
             "store listens there yet and the endpoint's host is this machine."),
+    Setting("listen_addr", parse_str, None,
+            "The address the store started by this agent listens on. Unset: the endpoint's "
+            "address only. 0.0.0.0 (or ::): every interface, as torch's TCPStore does."),
     Setting("timeout", parse_float(minimum=0.0), None, _COMPAT),
     Setting("heartbeat_timeout", parse_float(minimum=0.0), None,
             _COMPAT + " Liveness is keep_alive_interval x keep_alive_max_attempt."),
@@ -248,8 +251,10 @@ def _start_server(host: str, addresses: list[str], port: int, timeout: float | N
                        master_listen_fd=sock.detach(), **kwargs)
 
 
-def open_store(endpoint: str, timeout: float, is_host: bool | None) -> TCPRendezvousStore:
-    """Connect to the store at ``endpoint``, starting it here when this host should.
+def open_store(endpoint: str, timeout: float, is_host: bool | None,
+               listen_addr: str | None = None) -> TCPRendezvousStore:
+    """Connect to the store at ``endpoint``, starting it here when this host should, listening
+    on ``listen_addr`` (default: the endpoint's address).
 
     No probe connection first: a store that already listens there makes the bind fail
     (each connection costs the server a name lookup of the client, see docs/multi-node.md)."""
@@ -259,7 +264,8 @@ def open_store(endpoint: str, timeout: float, is_host: bool | None) -> TCPRendez
         is_host = _is_local(addresses)
     if is_host:
         try:
-            server = _start_server(host, addresses, port, timeout)
+            server = _start_server(host, [listen_addr] if listen_addr else addresses, port,
+                                   timeout)
             log.info("hosting the rendezvous store at %s:%d", host, port)
             store = TCPRendezvousStore(host, port, timeout, server=server)
             store.addresses = addresses
@@ -294,11 +300,14 @@ class C10dRendezvousHandler(ElasticRendezvousHandler):
             # torchrun's static command line: --master-addr/--master-port name the meeting point.
             endpoint = f"{params.get('master_addr')}:{params.get('master_port') or 29500}"
             log.info("no --rdzv-endpoint: using --master-addr/--master-port, %s", endpoint)
-        store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"))
+        store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"),
+                           settings.get("listen_addr"))
         super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts,
                          token_file=settings.get("token_file"))
         global _warned
-        if not self.signs and not _warned and not _is_loopback(store.addresses):
+        reachable = store.addresses + ([settings["listen_addr"]]
+                                       if store.hosts and settings.get("listen_addr") else [])
+        if not self.signs and not _warned and not _is_loopback(reachable):
             _warned = True
             log.warning(
                 "the rendezvous store at %s is reachable from other hosts and this job has no "
