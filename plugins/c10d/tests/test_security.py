@@ -129,3 +129,17 @@ def test_listen_addr_asks_for_every_interface() -> None:
         joined([host])
     finally:
         host.shutdown()
+
+
+def test_pliant_store_on_every_interface_says_to_use_a_token_and_a_firewall() -> None:
+    proc = subprocess.Popen([PLIANT, "store", "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"listening on 0\.0\.0\.0:(\d+);", proc.stdout.readline())
+        assert found
+        assert listening_on(int(found[1])) == ["00000000"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "reachable from other hosts" in err and "token_file" in err and "firewall" in err
