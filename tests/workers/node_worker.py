@@ -6,7 +6,8 @@ and the rendezvous part of its environment. Then:
 
 * FAIL_RANK=R: on the first attempt (restart count 0), global rank R waits until
   every worker of the round has written its record, then exits with FAIL_CODE
-  (default 1); the other workers of that attempt wait to be stopped.
+  (default 1); the other workers of that attempt wait to be stopped. With
+  FAIL_AFTER=PATH it waits for that file to exist first.
 * EXIT_AT_WORLD=N: a worker whose WORLD_SIZE is not N waits to be stopped (the
   agent stops it when the round ends); with WORLD_SIZE N it exits 0.
 * HOLD=1: wait to be stopped, whatever the round.
@@ -62,6 +63,8 @@ if fail_rank is not None and attempt == 0:
     if rank == int(fail_rank):
         deadline = time.monotonic() + 60
         while not round_started() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while os.environ.get("FAIL_AFTER") and not os.path.exists(os.environ["FAIL_AFTER"]):
             time.sleep(0.02)
         print(f"rank {rank} fails on purpose", file=sys.stderr, flush=True)
         sys.exit(int(os.environ.get("FAIL_CODE", "1")))

@@ -35,7 +35,9 @@ def write_error_file(exc: BaseException, tb: Any = None, path: str | None = None
         }
     }
     try:
-        with open(path, "w", encoding="utf-8") as f:
+        # 0600: a traceback can hold what only the user should read.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
     except OSError:
         pass  # reporting must never turn one error into two

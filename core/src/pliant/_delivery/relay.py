@@ -53,6 +53,7 @@ class Relay:
         # Room for bursts from many workers while the thread waits for the GIL.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self._sock.bind(self.path)
+        os.chmod(self.path, 0o600)  # in a 0700 folder already: only the user's workers send
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pliant-relay", daemon=True)
 

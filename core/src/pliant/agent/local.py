@@ -438,7 +438,7 @@ class LocalElasticAgent:
         envs: dict[int, dict[str, str]] = {}
         for worker in self._worker_group.workers:
             rank_dir = os.path.join(attempt.directory, str(worker.local_rank))
-            os.makedirs(rank_dir)
+            os.makedirs(rank_dir, mode=0o700)  # its logs and error file: the user's alone
             envs[worker.local_rank] = self._worker_env(worker.local_rank, rank_dir)
         dest = self._logs_specs.reify(envs) if self._logs_specs is not None else None
         for worker in self._worker_group.workers:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pliant.config import parse_plugin_conf
 from pliant.rendezvous.api import RendezvousParameters
-from pliant.settings import Setting, parse_float, parse_int
+from pliant.settings import Setting, parse_float, parse_int, parse_str
 
 __all__ = ["ELASTIC_SETTINGS", "Timeouts", "parse_conf"]
 
@@ -36,6 +36,11 @@ ELASTIC_SETTINGS: tuple[Setting, ...] = (
             "Seconds to wait for the store at start (agents may start before the node that "
             "hosts it) and for any one store operation before it counts as unreachable "
             "(torch: 60 s). A store that went away with its host is noticed at once."),
+    Setting("token_file", parse_str, None,
+            "A file holding the job's secret (else $PLIANT_RDZV_TOKEN_FILE). With one, every "
+            "value the rendezvous writes is signed (HMAC-SHA256), and a value that does not "
+            "verify is refused: someone who can reach the store cannot steer the job. Give "
+            "every node the same secret.", metavar="PATH", secret=True),
 )
 
 
@@ -54,7 +59,9 @@ class Timeouts:
     def from_settings(cls, settings: Mapping[str, Any]) -> Timeouts:
         """From parsed settings (what a backend's factory receives); a key that is missing
         takes its :data:`ELASTIC_SETTINGS` default."""
-        return cls(**{s.name: settings.get(s.name, s.default) for s in ELASTIC_SETTINGS})
+        fields = cls.__dataclass_fields__
+        return cls(**{s.name: settings.get(s.name, s.default) for s in ELASTIC_SETTINGS
+                      if s.name in fields})
 
     @classmethod
     def from_params(cls, params: RendezvousParameters) -> Timeouts:

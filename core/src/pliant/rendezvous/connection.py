@@ -4,6 +4,11 @@ Every store call the protocol makes goes through :class:`Connection`, so that a
 store that went away is reported the same way on every path: a
 :class:`~pliant.rendezvous.api.RendezvousConnectionError` naming the endpoint,
 and :attr:`Connection.lost` set, after which the handler stops talking to it.
+
+With a token (:mod:`pliant.rendezvous.auth`) on a store whose heartbeats are
+counters, a heartbeat is a signed write of a value that changes every beat, and
+"left" a signed value: a stranger's ``add`` can neither keep a dead node alive
+for good nor say that a live one left.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from pliant.rendezvous.api import RendezvousConnectionError, RendezvousError
+from pliant.rendezvous.auth import ForgedValueError, Seal
 from pliant.rendezvous.store import Beat, RendezvousStore
 
 __all__ = ["WAIT_SLICE", "Connection"]
@@ -28,8 +34,10 @@ WAIT_SLICE = 0.5
 class Connection:
     """A :class:`RendezvousStore` whose failures are typed and remembered."""
 
-    def __init__(self, store: RendezvousStore) -> None:
+    def __init__(self, store: RendezvousStore, seal: Seal | None = None) -> None:
         self.store = store
+        self.seal = seal or Seal(None, store.endpoint, "")
+        self._signed_beats = self.seal.signs and not store.expiring_beats
         self.endpoint = store.endpoint
         #: A call found the store unreachable: every later one would wait out read_timeout.
         self.lost = False
@@ -65,20 +73,38 @@ class Connection:
         return self._call(self.store.wait, keys, timeout)
 
     def beat(self, key: str) -> None:
-        self._call(self.store.beat, key)
+        if self._signed_beats:
+            self.seal.signed_beat(key, lambda value: self.set(key, value))
+        else:
+            self._call(self.store.beat, key)
 
     def mark_left(self, key: str) -> None:
-        self._call(self.store.mark_left, key)
+        if self._signed_beats:
+            self.seal.signed_beat(key, lambda value: self.set(key, value), left=True)
+        else:
+            self._call(self.store.mark_left, key)
 
     def read_beat(self, key: str) -> Beat:
-        return self._call(self.store.read_beat, key)
+        if not self._signed_beats:
+            return self._call(self.store.read_beat, key)
+        value = self.get(key)
+        if value is None:
+            return Beat(None, False)
+        try:
+            payload = self.seal.unwrap(key, value)
+        except ForgedValueError as exc:
+            self.seal.reject(exc)
+            return Beat(None, False)  # seen as a change at most: a delay, never a departure
+        if payload == b"left":
+            return Beat(None, True)
+        return Beat(int(payload), False)
 
     def delete_prefix(self, prefix: str) -> None:
         self._call(self.store.delete_prefix, prefix)
 
     def clone(self) -> Connection:
         """Another connection to the same store, for another thread; lost on its own."""
-        return Connection(self._call(self.store.clone))
+        return Connection(self._call(self.store.clone), self.seal)
 
     def close(self) -> None:
         self.store.close()

@@ -35,19 +35,34 @@ Between rounds a node keeps beating until it joins the next one, so a round
 that waits for the last round's nodes stops expecting one that fell silent
 (a host lost just as a worker failure ended the round) after the heartbeat
 timeout, not after the whole last call.
+
+With a token (``token_file``), every value is signed and checked
+(:mod:`pliant.rendezvous.auth`); what a node does with one that does not
+verify is written where it is read: a join record is left out, an outcome or
+``over`` is waited past (and the first-writer-wins keys ``over`` and ``min``
+are taken back from it by compare-and-set), a round number or a start time is
+taken as missing, and a beat reads as a change at most. Each is logged and
+counted (:attr:`ElasticRendezvousHandler.rejected`). Counters cannot be signed,
+so they are hints: ``k/succeeded`` is checked against the signed
+``k/ok/<node>`` records before a node declares the job done, and a stranger's
+add to ``k/joined`` or ``k/extra`` can only delay a round or close a forming
+one. A meta record that does not verify is an error: the node has another
+token than the job.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from pliant.rendezvous.api import (
     RendezvousClosedError,
@@ -61,6 +76,7 @@ from pliant.rendezvous.api import (
     RendezvousTimeoutError,
     RoundEnd,
 )
+from pliant.rendezvous.auth import ForgedValueError, Seal, token_from
 from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
 from pliant.rendezvous.connection import Connection
 from pliant.rendezvous.keys import CLOSED, PROTOCOL_VERSION, Keys, decode, encode
@@ -74,6 +90,8 @@ __all__ = ["CLOSED", "ELASTIC_SETTINGS", "PROTOCOL_VERSION", "ElasticRendezvousH
            "Timeouts"]
 
 log = logging.getLogger("pliant.rendezvous")
+
+T = TypeVar("T")
 
 #: How often a waiting node says how the round is going.
 PROGRESS_INTERVAL = 5.0
@@ -94,16 +112,21 @@ class ElasticRendezvousHandler(RendezvousHandler):
     polls_membership = False
 
     def __init__(self, backend: str, store: RendezvousStore, params: RendezvousParameters,
-                 timeouts: Timeouts | None = None, hosts_store: bool = False) -> None:
-        """``timeouts`` is built by the backend's factory from its parsed settings; without
-        it (a handler built by hand), they are parsed from ``params.config``."""
+                 timeouts: Timeouts | None = None, hosts_store: bool = False,
+                 token_file: str | None = None) -> None:
+        """``timeouts`` and ``token_file`` come from the backend's factory, from its parsed
+        settings; without ``timeouts`` (a handler built by hand), both are parsed from
+        ``params.config``. No ``token_file``: ``$PLIANT_RDZV_TOKEN_FILE``, else no token."""
         self._backend = backend
         self._store = store
-        self._conn = Connection(store)
+        if timeouts is None:
+            conf = parse_conf(params, ELASTIC_SETTINGS, f"rendezvous backend {backend!r}")
+            timeouts, token_file = Timeouts.from_settings(conf), conf.get("token_file")
+        self._seal = Seal(token_from(token_file), store.endpoint, params.run_id)
+        self._conn = Connection(store, self._seal)
         self._run_id = params.run_id
         self._min, self._max = params.min_nodes, params.max_nodes
-        self.timeouts = timeouts or Timeouts.from_settings(
-            parse_conf(params, ELASTIC_SETTINGS, f"rendezvous backend {backend!r}"))
+        self.timeouts = timeouts
         self._keys = Keys(params.run_id)
         self._hosts_store = hosts_store
         # The first member of "[scheme://]host:port[,host:port...]" shows the route out.
@@ -129,6 +152,12 @@ class ElasticRendezvousHandler(RendezvousHandler):
         # forms, or the round whose ``extra`` it added to as a spare. Undone if it leaves early.
         self._joining: int | None = None
         self._spare_for: int | None = None
+        # Every connection this node needs, opened now: a slow connect (torch's server looks
+        # up each client's name, and a lost DNS answer costs 5 s) then delays the start, never
+        # a join or a heartbeat.
+        self._connections.append(self._conn.clone())
+        self._shut = False
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- torch's interface -------------------------------------------------------------
 
@@ -138,12 +167,22 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def get_run_id(self) -> str:
         return self._run_id
 
+    @property
+    def signs(self) -> bool:
+        """Whether this node has a token: it signs what it writes and checks what it reads."""
+        return self._seal.signs
+
+    @property
+    def rejected(self) -> int:
+        """How many values this node refused because they did not verify."""
+        return self._seal.rejected
+
     def is_closed(self) -> bool:
-        return self._conn.get(self._keys.closed) is not None
+        return self._plain(self._keys.closed) is not None
 
     def set_closed(self) -> None:
         """Close the job: running agents stop their workers and nodes can no longer join."""
-        self._conn.set(self._keys.closed, b"1")
+        self._conn.set(self._keys.closed, self._seal.wrap(self._keys.closed, b"1"))
         if self._round is not None:
             self._post_end(RoundEnd("closed", f"the rendezvous of run {self._run_id!r} was "
                                     "closed (set_closed)", restart=False))
@@ -159,9 +198,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def next_rendezvous(self) -> RendezvousInfo:
         self._stop_keep_alive(wait=False)
         self._check_meta()
-        # The keep-alive connection is opened before this node counts as joined: a slow connect
-        # (torch looks up the peer's name, and a lost DNS answer costs 5 s) then only delays
-        # the join, instead of looking like silence to the node that watches this one.
+        # The keep-alive connection was opened with the handler; only one lost since is opened
+        # again, before this node counts as joined.
         with self._lock:
             have_connection = bool(self._connections)
         if not have_connection:
@@ -193,6 +231,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
 
     def shutdown(self) -> bool:
         """Leave the job. A node that hosts the store keeps it up until the others are done."""
+        self._shut = True
         self._stop_keep_alive()
         for thread in self._detached:
             thread.join()
@@ -218,6 +257,18 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._close_connections()
         self._store.close()
         return True
+
+    def _release(self) -> None:
+        """At interpreter exit, for a handler never shut down: stop its threads and close its
+        connections (a store client freed under a running thread aborts the process)."""
+        if self._shut:
+            return
+        self._shut = True
+        self._stop_keep_alive()
+        for thread in self._detached:
+            thread.join()
+        self._close_connections()
+        self._store.close()
 
     def _close_connections(self) -> None:
         for connection in self._connections:
@@ -257,8 +308,13 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._stop_keep_alive(wait=False)
         if self._round is None or self._done is None:
             return
-        finished = self._conn.add(self._keys.of(self._round, "succeeded"), 1)
-        if finished >= len(self._done["nodes"]):
+        k = self._round
+        if self.signs:  # the counter is a hint: what counts is each node's signed record
+            ok = self._keys.of(k, f"ok/{self.node_id}")
+            self._conn.set(ok, self._seal.wrap(ok, b"1"))
+        finished = self._conn.add(self._keys.of(k, "succeeded"), 1)
+        nodes = self._done["nodes"]
+        if finished >= len(nodes) and self._finished(k, self._conn) >= len(nodes):
             self._post_end(RoundEnd("succeeded", "every node finished", restart=False))
         # Last: once this node has left, the agent hosting the store may stop it and exit.
         self._leave()
@@ -270,21 +326,21 @@ class ElasticRendezvousHandler(RendezvousHandler):
         record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
                   "port": free_port(self._addr), "workers": self.local_world_size,
                   "role": self.role}
-        self._conn.set(keys.slot(k, number), encode(record))
+        self._conn.set(keys.slot(k, number), self._encode(keys.slot(k, number), record))
         if number == 1:
-            self._conn.set(keys.current, str(k).encode())
+            self._conn.set(keys.current, self._seal.wrap(keys.current, str(k).encode()))
         if number >= self._min:  # the min-th node may not have written it yet
-            self._conn.compare_set(keys.of(k, "min"), None,
-                       str(time.time()).encode())
-        if number >= self._max or (number >= self._min and number >= self._expected(k)):
+            self._put_first(keys.of(k, "min"), str(time.time()).encode())
+        if number >= self._max or (number >= self._min and
+                                    self._joined_count(k, number) >= self._expected(k)):
             return self._close(k)
         if number < self._min and not self._wait_progress(
                 k, keys.of(k, "min"), start + t.join_timeout, "join_timeout"):
             return self._close(k)
-        min_at = self._conn.get(keys.of(k, "min"))
+        min_at = self._plain(keys.of(k, "min"))
         if min_at == b"closed":
             return self._read_done(k)
-        waited = time.time() - float(min_at or 0.0)
+        waited = time.time() - float(min_at) if min_at else 0.0  # forged: a full last call
         deadline = time.monotonic() + max(0.0, t.last_call_timeout - max(waited, 0.0))
         if number <= WATCHERS and k > 0:
             closed = self._last_call_watching(k, deadline)
@@ -300,8 +356,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         rejoined or still beat, and the spares). False once they have all joined or the last
         call is over: the round is to be closed now."""
         keys, t = self._keys, self.timeouts
-        value = self._conn.get(keys.of(k - 1, "done"))
-        previous = self._decode(keys.of(k - 1, "done"), value).get("nodes", []) if value else []
+        previous = (self._record(keys.of(k - 1, "done")) or {}).get("nodes", [])
         pulses = self._pulses()
         for node in previous:
             pulses.start(node["id"])
@@ -309,7 +364,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         while True:
             step = min(deadline, time.monotonic() + t.keep_alive_interval)
             if self._conn.wait([keys.of(k, "done")], step):
-                return True
+                if self._genuine(keys.of(k, "done")):
+                    return True
+                time.sleep(max(0.0, step - time.monotonic()))  # forged: the last call goes on
             now = time.monotonic()
             if now >= deadline:
                 return False
@@ -330,6 +387,13 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 self._log_progress(k, deadline, "last_call_timeout")
                 next_log = now + PROGRESS_INTERVAL
 
+    def _joined_count(self, k: int, number: int) -> int:
+        """How many nodes joined round k up to join number ``number``: the number itself,
+        or with a token the join records up to it that verify (anyone can add to a counter)."""
+        if not self.signs:
+            return number
+        return sum(self._record(self._keys.slot(k, i)) is not None for i in range(1, number + 1))
+
     def _joined_ids(self, k: int) -> set[str] | None:
         """The ids of the nodes that joined round k so far; None once it is closed."""
         joined = int(self._conn.get(self._keys.of(k, "joined")) or 0)
@@ -337,18 +401,18 @@ class ElasticRendezvousHandler(RendezvousHandler):
             return None
         ids = set()
         for i in range(1, min(joined, self._max) + 1):
-            value = self._conn.get(self._keys.slot(k, i))
-            if value is not None:
-                ids.add(self._decode(self._keys.slot(k, i), value)["id"])
+            record = self._record(self._keys.slot(k, i))
+            if record is not None:
+                ids.add(record["id"])
         return ids
 
     def _expected(self, k: int) -> int:
         """Nodes round k waits for without a last call: the last round's survivors and the
         nodes that arrived while it ran. Unknown (a first round): ``max_nodes``."""
-        over = self._conn.get(self._keys.of(k - 1, "over")) if k > 0 else None
+        over = self._record(self._keys.of(k - 1, "over")) if k > 0 else None
         if over is None:
             return self._max
-        survivors = self._decode(self._keys.of(k - 1, "over"), over).get("survivors", self._max)
+        survivors = over.get("survivors", self._max)
         extra = self._conn.get(self._keys.of(k, "extra"))
         return int(survivors) + (int(extra) if extra else 0)
 
@@ -361,7 +425,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         count = min(total - CLOSED, self._max)
         slots = [keys.slot(k, i) for i in range(1, count + 1)]
         self._conn.wait(slots, time.monotonic() + self.timeouts.read_timeout)
-        nodes = [self._decode(s, v) for s in slots if (v := self._conn.get(s)) is not None]
+        nodes = [r for s in slots if (r := self._record(s)) is not None]
         prev = self._previous(k)
         done: dict[str, Any] = {"round": k, "restart_count": self._restart_count(k, prev)}
         if len(nodes) < self._min:
@@ -372,18 +436,17 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 "missing nodes, or raise join_timeout with --rdzv-conf")
         else:
             done["nodes"] = self._assign_ranks(nodes, prev.get("nodes", []))
-        self._conn.set(keys.of(k, "done"), encode(done))
-        self._conn.compare_set(keys.of(k, "min"), None, b"closed")  # wakes early joiners
+        self._conn.set(keys.of(k, "done"), self._encode(keys.of(k, "done"), done))
+        self._put_first(keys.of(k, "min"), b"closed")  # wakes early joiners
         return done
 
     def _previous(self, k: int) -> dict[str, Any]:
         """The last round before k that ran (rounds abandoned while forming do not count)."""
         while k > 0:
             k -= 1
-            value = self._conn.get(self._keys.of(k, "done"))
-            if value is None:
+            done = self._record(self._keys.of(k, "done"))
+            if done is None:
                 return {}
-            done = self._decode(self._keys.of(k, "done"), value)
             if "retry" not in done:
                 return done
         return {}
@@ -391,9 +454,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _restart_count(self, k: int, prev: dict[str, Any]) -> int:
         """Job-wide: the last round's count, plus one if a worker failure ended it."""
         restarts = int(prev.get("restart_count", 0))
-        over = self._conn.get(self._keys.of(k - 1, "over")) if k > 0 else None
-        if over is not None and self._decode(self._keys.of(k - 1, "over"), over)["reason"] == \
-                "failure":
+        over = self._record(self._keys.of(k - 1, "over")) if k > 0 else None
+        if over is not None and over["reason"] == "failure":
             restarts += 1
         return restarts
 
@@ -419,13 +481,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
 
     def _read_done(self, k: int) -> dict[str, Any]:
         key = self._keys.of(k, "done")
-        if not self._conn.wait([key], time.monotonic() + self.timeouts.close_timeout):
-            raise RendezvousTimeoutError(
-                f"round {k} of run {self._run_id!r} was closed but not published within "
-                f"close_timeout={self.timeouts.close_timeout:g}s; the closing node may have died")
-        value = self._conn.get(key)
-        assert value is not None
-        return self._decode(key, value)
+        deadline = time.monotonic() + self.timeouts.close_timeout
+        while self._conn.wait([key], deadline):
+            done = self._record(key)
+            if done is not None:
+                return done
+            time.sleep(0.1)  # a forged outcome: wait for the closing node to overwrite it
+        raise RendezvousTimeoutError(
+            f"round {k} of run {self._run_id!r} was closed but not published within "
+            f"close_timeout={self.timeouts.close_timeout:g}s; the closing node may have died")
 
     def _enter(self, k: int, done: dict[str, Any]) -> RendezvousInfo:
         if "error" in done:
@@ -455,9 +519,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if "retry" in done:  # abandoned while forming: its nodes move on to the next round
             self._conn.add(keys.of(k + 1, "extra"), 1)
             return
-        ended = self._conn.get(keys.of(k, "over"))
+        ended = self._record(keys.of(k, "over"))
         if ended is not None:
-            end = RoundEnd.from_dict(self._decode(keys.of(k, "over"), ended))
+            end = RoundEnd.from_dict(ended)
             if not end.restart:
                 raise RendezvousClosedError(
                     f"run {self._run_id!r} at {self._store.endpoint} has already ended "
@@ -477,10 +541,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         else:
             log.info("round %d of run %r is full (%d of max %d nodes); this node waits as a "
                      "spare", k, self._run_id, world, self._max)
-        over = keys.of(k, "over")
-        self._wait_for_round_end(k, done.get("nodes", []))
+        end = self._wait_for_round_end(k, done.get("nodes", []))
         self._spare_for = None
-        end = self._end_from(over)
         if end.reason == "succeeded":
             raise RendezvousGracefulExitError(
                 f"run {self._run_id!r} finished while this node waited to join")
@@ -488,15 +550,21 @@ class ElasticRendezvousHandler(RendezvousHandler):
             raise RendezvousClosedError(f"run {self._run_id!r} ended while this node waited to "
                                         f"join: {end.message}")
 
-    def _wait_for_round_end(self, k: int, nodes: list[dict[str, Any]]) -> None:
-        """Wait for round k's ``over`` key. If every node of the round falls silent (all were
-        killed), nobody is left to write it: end the round here, so spares take over."""
+    def _wait_for_round_end(self, k: int, nodes: list[dict[str, Any]]) -> RoundEnd:
+        """Wait for round k's ``over`` key: how it ended. If every node of the round falls
+        silent (all were killed), nobody is left to write it: end the round here, so spares
+        take over."""
         over, t = self._keys.of(k, "over"), self.timeouts
         pulses = self._pulses()
         for node in nodes:
             pulses.start(node["id"])
         next_log = time.monotonic() + PROGRESS_INTERVAL * 12
-        while not self._conn.wait([over], time.monotonic() + t.keep_alive_interval):
+        while True:
+            if self._conn.wait([over], time.monotonic() + t.keep_alive_interval):
+                end = self._record(over)
+                if end is not None:
+                    return RoundEnd.from_dict(end)
+                time.sleep(t.keep_alive_interval)  # forged: the round still runs
             now = time.monotonic()
             alive = sum(pulses.running(n["id"], self._conn.read_beat(self._keys.beat(n["id"])),
                                        now) for n in nodes)
@@ -515,7 +583,10 @@ class ElasticRendezvousHandler(RendezvousHandler):
             if left <= 0:
                 return False
             if self._conn.wait([key], time.monotonic() + min(left, PROGRESS_INTERVAL)):
-                return True
+                if self._genuine(key):
+                    return True
+                time.sleep(min(left, 0.5))  # forged: wait for the real one to replace it
+                continue
             if left > PROGRESS_INTERVAL:
                 self._log_progress(k, deadline, timeout_name)
 
@@ -524,9 +595,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         count = min(int(joined or 0) % CLOSED, self._max)
         hosts = []
         for i in range(1, count + 1):
-            value = self._conn.get(self._keys.slot(k, i))
-            if value is not None:
-                hosts.append(self._decode(self._keys.slot(k, i), value).get("host", "?"))
+            record = self._record(self._keys.slot(k, i))
+            if record is not None:
+                hosts.append(record.get("host", "?"))
         log.info("rendezvous round %d of run %r: %d joined (min %d, max %d): %s; %.0f s left "
                  "before %s", k, self._run_id, count, self._min, self._max,
                  ", ".join(hosts) or "-", max(0.0, deadline - time.monotonic()), timeout_name)
@@ -571,7 +642,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         try:
             ended = keep_alive(conn, self._keys.beat(self.node_id), over, ring,
                                t.keep_alive_interval, stop,
-                               lambda node: self._declare_dead(conn, k, node, len(nodes)))
+                               lambda node: self._declare_dead(conn, k, node, len(nodes)),
+                               lambda: self._record(over, conn) is not None)
             end = self._end_from(over, conn) if ended else None
             healthy = True
             if end is not None:
@@ -592,8 +664,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
 
     def _declare_dead(self, conn: Connection, k: int, node: dict[str, Any], world: int,
                       ) -> None:
-        finished = conn.get(self._keys.of(k, "succeeded"))
-        survivors = world - 1 - (int(finished) if finished else 0)
+        survivors = world - 1 - self._finished(k, conn)
         who = f"node {node['host']} ({node['id']})"
         silence = f"sent no heartbeat for {self.timeouts.dead_after:g}s"
         if survivors >= self._min:
@@ -603,7 +674,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
             end = RoundEnd("lost", f"{who} {silence}; {survivors} node(s) remain but --nnodes "
                            f"needs at least {self._min}", restart=False, survivors=survivors)
         log.warning("%s", end.message)
-        conn.compare_set(self._keys.of(k, "over"), None, encode(asdict(end)))
+        over = self._keys.of(k, "over")
+        self._put_first(over, self._encode(over, asdict(end)), conn, sealed=True)
 
     # -- ending a round ------------------------------------------------------------------
 
@@ -612,7 +684,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         if k is None:
             return end
         key = self._keys.of(k, "over")
-        stored = self._conn.compare_set(key, None, encode(asdict(end)))
+        stored = self._put_first(key, self._encode(key, asdict(end)), sealed=True)
         winner = RoundEnd.from_dict(self._decode(key, stored))
         if k == self._round:
             self._set_end(winner, None)
@@ -655,8 +727,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
             self._post_end(RoundEnd("left", why, restart=True, survivors=joined - 1), k)
             done: dict[str, Any] = {"round": k, "retry": why,
                     "restart_count": self._restart_count(k, self._previous(k))}
-            self._conn.set(keys.of(k, "done"), encode(done))
-            self._conn.compare_set(keys.of(k, "min"), None, b"closed")
+            self._conn.set(keys.of(k, "done"), self._encode(keys.of(k, "done"), done))
+            self._put_first(keys.of(k, "min"), b"closed")
             return
         try:
             done = self._read_done(k)
@@ -684,8 +756,16 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _survivors(self) -> int:
         if self._round is None or self._done is None:
             return 0
-        finished = self._conn.get(self._keys.of(self._round, "succeeded"))
-        return len(self._done["nodes"]) - (int(finished) if finished else 0)
+        return len(self._done["nodes"]) - self._finished(self._round, self._conn)
+
+    def _finished(self, k: int, conn: Connection) -> int:
+        """How many nodes of round k finished. With a token, the ``succeeded`` counter (which
+        anyone can add to) is checked against each node's signed ``ok`` record."""
+        count = conn.get(self._keys.of(k, "succeeded"))
+        if not count or not self.signs or self._done is None:
+            return int(count) if count else 0
+        return sum(self._plain(self._keys.of(k, f"ok/{n['id']}"), conn) is not None
+                   for n in self._done["nodes"])
 
     def _leave(self) -> None:
         """Stop counting as alive: the node watching this one moves on instead of calling it
@@ -700,8 +780,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         marks itself gone before it looks at the others, so the last one out sees all marks."""
         if self._round is None or self._done is None:
             return
-        over = self._conn.get(self._keys.of(self._round, "over"))
-        if over is None or RoundEnd.from_dict(self._decode("over", over)).restart:
+        over = self._record(self._keys.of(self._round, "over"))
+        if over is None or RoundEnd.from_dict(over).restart:
             return  # the job goes on without this node
         for node in self._done["nodes"]:
             if node["id"] != self.node_id:
@@ -717,10 +797,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
         pulses = self._pulses()
         told = False
         while True:
-            current = self._conn.get(self._keys.current)
+            current = self._plain(self._keys.current)
             k = int(current) if current else 0
-            done_value = self._conn.get(self._keys.of(k, "done"))
-            nodes = self._decode("done", done_value).get("nodes", []) if done_value else []
+            nodes = (self._record(self._keys.of(k, "done")) or {}).get("nodes", [])
             others = []
             for node in nodes:
                 if node["id"] == self.node_id:
@@ -744,10 +823,15 @@ class ElasticRendezvousHandler(RendezvousHandler):
     def _check_meta(self) -> None:
         if self._checked_meta:
             return
-        mine = encode({"min": self._min, "max": self._max})
+        mine = self._encode(self._keys.meta, {"min": self._min, "max": self._max})
         stored = self._conn.compare_set(self._keys.meta, None, mine)
         if stored != mine:
-            meta = self._decode(self._keys.meta, stored)
+            try:
+                meta = self._decode(self._keys.meta, stored)
+            except ForgedValueError as exc:
+                raise RendezvousStateError(
+                    f"this node cannot join run {self._run_id!r} at {self._store.endpoint}: "
+                    f"{exc}. Check that every node reads the same token_file") from None
             raise RendezvousStateError(
                 f"agents disagree on --nnodes for run {self._run_id!r}: this agent has "
                 f"{self._min}:{self._max}, but the rendezvous at {self._store.endpoint} was "
@@ -756,7 +840,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
         self._checked_meta = True
 
     def _current_round(self) -> int:
-        value = self._conn.get(self._keys.current)
+        value = self._plain(self._keys.current)
         if value is None:
             return 0
         try:
@@ -766,5 +850,58 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 f"{self._keys.current} at {self._store.endpoint} holds {value[:60]!r}, not a "
                 "round number; the store is shared with something else, or corrupt") from None
 
+    # -- values, signed with the job's token when it has one ----------------------------
+
+    def _encode(self, key: str, record: dict[str, Any]) -> bytes:
+        return self._seal.wrap(key, encode(record))
+
     def _decode(self, key: str, value: bytes) -> dict[str, Any]:
-        return decode(key, value, self._store.endpoint)
+        """The record ``value`` read at ``key``; ``ForgedValueError`` if it does not verify."""
+        return decode(key, self._seal.unwrap(key, value), self._store.endpoint)
+
+    def _record(self, key: str, conn: Connection | None = None) -> dict[str, Any] | None:
+        """The record at ``key``; None when it is missing, or does not verify (logged and
+        counted)."""
+        return self._verified(key, self._decode, conn)
+
+    def _plain(self, key: str, conn: Connection | None = None) -> bytes | None:
+        """The bytes at ``key`` (a round number, a time); None when missing or forged."""
+        return self._verified(key, self._seal.unwrap, conn)
+
+    def _verified(self, key: str, opener: Callable[[str, bytes], T],
+                  conn: Connection | None) -> T | None:
+        value = (conn or self._conn).get(key)
+        if value is None:
+            return None
+        try:
+            return opener(key, value)
+        except ForgedValueError as exc:
+            self._seal.reject(exc)
+            return None
+
+    def _genuine(self, key: str) -> bool:
+        """Whether the value at ``key`` verifies (always, without a token)."""
+        return not self.signs or self._plain(key) is not None
+
+    def _put_first(self, key: str, value: bytes, conn: Connection | None = None,
+                   sealed: bool = False) -> bytes:
+        """Write ``value`` at ``key`` unless a value is there (first writer wins); the value
+        there afterwards. A value there that does not verify is swapped out: a stranger
+        cannot take a first-writer-wins key from the job."""
+        conn = conn or self._conn
+        value = value if sealed else self._seal.wrap(key, value)
+        stored = conn.compare_set(key, None, value)
+        for _ in range(3):
+            try:
+                self._seal.unwrap(key, stored)
+                return stored
+            except ForgedValueError as exc:
+                self._seal.reject(exc)
+                stored = conn.compare_set(key, stored, value)
+        return stored
+
+
+def _close_at_exit(ref: weakref.ref[ElasticRendezvousHandler]) -> None:
+    handler = ref()
+    if handler is not None:
+        handler._release()

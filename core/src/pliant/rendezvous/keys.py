@@ -3,7 +3,8 @@
 Every key of a run lives under ``pliant/<run_id>/`` (see
 :mod:`pliant.rendezvous.elastic` for what each holds). Values are compact JSON
 objects carrying :data:`PROTOCOL_VERSION`; a value written by another version
-is refused, never misread.
+is refused, never misread. A job with a token seals each value on top of this
+(:mod:`pliant.rendezvous.auth`): :func:`decode` sees the payload once it verified.
 """
 
 from __future__ import annotations

@@ -95,10 +95,13 @@ class Ring:
 
 
 def keep_alive(conn: Connection, beat_key: str, over_key: str, ring: Ring, interval: float,
-               stop: threading.Event, on_dead: Callable[[dict[str, Any]], None]) -> bool:
+               stop: threading.Event, on_dead: Callable[[dict[str, Any]], None],
+               genuine: Callable[[], bool] = lambda: True) -> bool:
     """Beat every ``interval`` under ``beat_key``, watch ``ring`` and wait for ``over_key``
     (the round's end), until ``stop``. True when the round ended, False when stopped.
-    ``on_dead`` is told of the watched node once it counts as dead (until the round ends)."""
+    ``on_dead`` is told of the watched node once it counts as dead (until the round ends).
+    ``genuine`` says whether the ``over_key`` that appeared verifies; one that does not is
+    waited past (the round goes on)."""
     next_beat = 0.0
     while not stop.is_set():
         now = time.monotonic()
@@ -106,7 +109,9 @@ def keep_alive(conn: Connection, beat_key: str, over_key: str, ring: Ring, inter
             conn.beat(beat_key)
             next_beat = now + interval
         if conn.wait_once([over_key], interval / 2):
-            return True
+            if genuine():
+                return True
+            stop.wait(interval / 2)  # a forged end is there: the key cannot be waited on
         dead = ring.dead(conn, now)
         if dead is not None:
             on_dead(dead)

@@ -990,3 +990,120 @@ class RendezvousHandlerTests:
         self.raw_store(handler).set(f"pliant/{run_id}/meta", alien)
         with pytest.raises(RendezvousStateError, match="version 999"):
             handler.next_rendezvous()
+
+    # -- a job with a token: strangers who can reach the store cannot steer it ------------------
+
+    @pytest.fixture
+    def token_file(self, tmp_path: Any) -> str:
+        path = tmp_path / "rdzv-token"
+        path.write_text("conformance-secret-" + uuid.uuid4().hex + "\n")
+        path.chmod(0o600)
+        return str(path)
+
+    def _forge(self, handler: RendezvousHandler, key: str, value: dict[str, Any]) -> None:
+        """Write ``value`` at ``key`` as a stranger would: well formed, but unsigned."""
+        record = json.dumps({"v": PROTOCOL_VERSION, **value}).encode()
+        self.raw_store(handler).set(key, record)
+
+    def test_with_a_token_values_are_signed_and_nodes_meet(self, nodes: Nodes,
+                                                           token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 2, 2, run_id=run_id, token_file=token_file)
+        infos = joined(handlers)
+        assert sorted(i.rank for i in infos) == [0, 1]
+        for key in (_key(run_id, "meta"), _key(run_id, infos[0].round, "done"),
+                    _key(run_id, infos[0].round, "join", 1)):
+            value = self.raw_store(handlers[0]).get(key)
+            assert value is not None and value.startswith(b"pliant-hmac1:"), (key, value)
+        with open(token_file, "rb") as f:
+            secret = f.read().strip()
+        assert all(secret not in (self.raw_store(handlers[0]).get(k) or b"")
+                   for k in (_key(run_id, "meta"), _key(run_id, infos[0].round, "done")))
+
+    def test_a_node_with_another_token_is_refused_naming_the_run_and_the_store(
+            self, nodes: Nodes, token_file: str, tmp_path: Any) -> None:
+        run_id = new_run_id()
+        (first,) = nodes(1, 1, 2, run_id=run_id, token_file=token_file)
+        joined([first])
+        other_file = tmp_path / "other-token"
+        other_file.write_text("another-secret")
+        for conf in ({"token_file": str(other_file)}, {}):
+            (other,) = nodes(1, 1, 2, run_id=run_id, **conf)
+            with pytest.raises(RendezvousStateError) as caught:
+                other.next_rendezvous()
+            message = str(caught.value)
+            assert run_id in message and self.raw_store(first).endpoint in message, message
+            assert "token" in message, message
+            assert "another-secret" not in message
+
+    def test_a_forged_join_record_is_left_out(self, nodes: Nodes, token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 2, 3, run_id=run_id, token_file=token_file)
+        stranger = self.raw_store(handlers[0]).clone()
+        try:
+            number = stranger.add(_key(run_id, 0, "joined"), 1)
+            self._forge(handlers[0], _key(run_id, 0, "join", number),
+                        {"id": "stranger", "host": "evil", "addr": "203.0.113.7",
+                         "port": 6666, "workers": 1})
+        finally:
+            stranger.close()
+        infos = joined(handlers)
+        assert {i.world_size for i in infos} == {2}
+        assert {i.master_addr for i in infos} != {"203.0.113.7"}
+        assert all(i.master_port != 6666 for i in infos)
+        assert sum(_elastic(h).rejected for h in handlers) >= 1
+
+    def test_a_forged_outcome_is_ignored_and_the_job_goes_on(self, nodes: Nodes,
+                                                            token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 2, 2, run_id=run_id, token_file=token_file)
+        first = joined(handlers)
+        k = first[0].round
+        # A false end of the running round, and a false outcome of the next one, which would
+        # send every worker to the stranger's address.
+        self._forge(handlers[0], _key(run_id, k, "over"),
+                    {"reason": "failed", "message": "forged", "restart": False})
+        self._forge(handlers[0], _key(run_id, k + 1, "done"),
+                    {"round": k + 1, "restart_count": 0, "nodes": [
+                        {"id": _elastic(h).node_id, "host": "evil", "addr": "203.0.113.7",
+                         "port": 6666, "workers": 1} for h in handlers]})
+        eventually(lambda: all(_elastic(h).rejected >= 1 for h in handlers),
+                   "every node saw the forged end")
+        assert all(h.round_end() is None for h in handlers), "a forged end was taken"
+        end = handlers[0].report_failure(_failure("real"), restart=True)
+        assert (end.reason, end.restart) == ("failure", True)
+        for handler in handlers:
+            seen = wait_for_round_end(handler)
+            assert seen.failure is not None and seen.failure["message"] == "real"
+        second = joined(handlers)
+        assert {(i.master_addr, i.master_port) for i in second} == {
+            (first[0].master_addr, second[0].master_port)}
+        assert {i.master_addr for i in second} != {"203.0.113.7"}
+        assert all(i.master_port != 6666 for i in second)
+
+    def test_a_stranger_adding_to_the_success_count_does_not_end_the_job(
+            self, nodes: Nodes, token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 2, 2, run_id=run_id, token_file=token_file)
+        first = joined(handlers)
+        self.raw_store(handlers[0]).add(_key(run_id, first[0].round, "succeeded"), 1)
+        handlers[0].report_success()
+        over = _key(run_id, first[0].round, "over")
+        assert self.raw_store(handlers[0]).get(over) is None, "the job ended with a node running"
+        handlers[1].report_success()
+        end = wait_for_round_end(handlers[1])
+        assert end.reason == "succeeded"
+
+    def test_a_forged_outcome_of_a_forming_round_does_not_end_its_last_call(
+            self, nodes: Nodes, token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(2, 1, 3, run_id=run_id, token_file=token_file, close_timeout=2.0)
+        self._forge(handlers[0], _key(run_id, 0, "done"),
+                    {"round": 0, "restart_count": 0, "nodes": [
+                        {"id": _elastic(h).node_id, "host": "evil", "addr": "203.0.113.7",
+                         "port": 6666, "workers": 1} for h in handlers]})
+        infos = joined(handlers)
+        assert sorted(i.rank for i in infos) == [0, 1]
+        assert {i.master_addr for i in infos} != {"203.0.113.7"}
+        assert all(i.master_port != 6666 for i in infos)
+        assert all(_elastic(h).rejected >= 1 for h in handlers)

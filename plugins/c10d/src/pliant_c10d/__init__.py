@@ -8,15 +8,24 @@ Where the store lives: if one already listens at ``--rdzv-endpoint`` (an
 agent that got there first, or ``pliant store``), the agent connects to it.
 Otherwise the agent whose host matches the endpoint starts it (``is_host``
 forces either choice), and keeps it up at exit until the other nodes are done.
+
+The store listens on the endpoint's address only (``pliant store``: on
+``--host``), not on every interface as torch's TCPStore does by itself: pliant
+binds the socket and hands it to the TCPStore (``master_listen_fd``). Without
+a token (``--rdzv-conf token_file=PATH``), a node warns once when the store is
+reachable from other hosts: anyone who can reach it can read and rewrite the
+job's keys (see docs/multi-node.md, "Security").
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -61,6 +70,9 @@ C10D_SETTINGS: tuple[Setting, ...] = (
     Setting("is_host", parse_bool, None,
             "Whether this agent starts the store at --rdzv-endpoint. Unset: it does when no "
             "store listens there yet and the endpoint's host is this machine."),
+    Setting("listen_addr", parse_str, None,
+            "The address the store started by this agent listens on. Unset: the endpoint's "
+            "address only. 0.0.0.0 (or ::): every interface, as torch's TCPStore does."),
     Setting("timeout", parse_float(minimum=0.0), None, _COMPAT),
     Setting("heartbeat_timeout", parse_float(minimum=0.0), None,
             _COMPAT + " Liveness is keep_alive_interval x keep_alive_max_attempt."),
@@ -92,6 +104,8 @@ class TCPRendezvousStore(RendezvousStore):
         self.endpoint = f"{host}:{port}"
         self._host, self._port, self._timeout = host, port, timeout
         self._server = server  # the TCPStore that listens, when this process hosts it
+        #: What the endpoint's host resolved to (set by :func:`open_store`).
+        self.addresses: list[str] = []
         self.hosts = server is not None
         self._client = server if server is not None else self._connect()
 
@@ -207,34 +221,95 @@ def _is_local(addresses: list[str]) -> bool:
     return False
 
 
-def _listening(host: str, port: int) -> bool:
+def _is_loopback(addresses: list[str]) -> bool:
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def _names_loopback(host: str) -> bool:
+    """Whether ``host`` itself says loopback: an IP literal, or a ``localhost`` name."""
     try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
+        ipaddress.ip_address(host.strip("[]").split("%")[0])
+        return True
+    except ValueError:
+        name = host.lower().rstrip(".")
+        return name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
+
+
+def _listen_on(host: str, addresses: list[str], listen_addr: str | None) -> list[str]:
+    """Where the hosting agent listens: ``listen_addr`` when given, else the endpoint's
+    addresses; but a machine name that resolves to loopback here only (Debian's
+    ``127.0.1.1 node0`` line in /etc/hosts) is known to the other nodes by another address,
+    so the store then listens on every interface, and says so."""
+    if listen_addr:
+        return [listen_addr]
+    if _is_loopback(addresses) and not _names_loopback(host):
+        log.warning("--rdzv-endpoint host %r resolves to %s on this machine, a loopback "
+                    "address (/etc/hosts often maps a machine's own name so); the other nodes "
+                    "know it by another address, so the store listens on every interface. "
+                    "Set --rdzv-conf listen_addr=ADDR to listen on one", host,
+                    ", ".join(addresses))
+        return ["0.0.0.0"]
+    return addresses
+
+
+def _listen(addresses: list[str], port: int) -> socket.socket:
+    """A socket listening at ``port`` on the first of ``addresses`` (IPv4 first), and on no
+    other interface. ``OSError`` (``EADDRINUSE``: a store listens there already)."""
+    addr = sorted(addresses, key=lambda a: ":" in a)[0]
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(socket.SOMAXCONN)
     except OSError:
-        return False
+        sock.close()
+        raise
+    return sock
 
 
-def open_store(endpoint: str, timeout: float, is_host: bool | None) -> TCPRendezvousStore:
-    """Connect to the store at ``endpoint``, starting it here when this host should."""
+def _start_server(host: str, addresses: list[str], port: int, timeout: float | None) -> Any:
+    """A TCPStore server on ``host:port``, listening on that address only."""
+    sock = _listen(addresses, port)
+    port = int(sock.getsockname()[1])
+    # The TCPStore owns the socket from here on (it closes it with the server).
+    kwargs: dict[str, Any] = {"timeout": timedelta(seconds=timeout)} if timeout else {}
+    return _tcpstore()(host, port, is_master=True, wait_for_workers=False,
+                       master_listen_fd=sock.detach(), **kwargs)
+
+
+def open_store(endpoint: str, timeout: float, is_host: bool | None,
+               listen_addr: str | None = None) -> TCPRendezvousStore:
+    """Connect to the store at ``endpoint``, starting it here when this host should, listening
+    on ``listen_addr`` (default: the endpoint's address).
+
+    No probe connection first: a store that already listens there makes the bind fail
+    (each connection costs the server a name lookup of the client, see docs/multi-node.md)."""
     host, port = parse_endpoint(endpoint)
     addresses = _resolve(host, endpoint)
     if is_host is None:
-        is_host = not _listening(host, port) and _is_local(addresses)
+        is_host = _is_local(addresses)
     if is_host:
         try:
-            server = _tcpstore()(host, port, is_master=True, wait_for_workers=False,
-                                 timeout=timedelta(seconds=timeout))
+            server = _start_server(host, _listen_on(host, addresses, listen_addr), port,
+                                   timeout)
             log.info("hosting the rendezvous store at %s:%d", host, port)
-            return TCPRendezvousStore(host, port, timeout, server=server)
-        except RuntimeError as exc:
-            if "address already in use" not in str(exc).lower() and \
-                    os.strerror(errno.EADDRINUSE).lower() not in str(exc).lower():
+            store = TCPRendezvousStore(host, port, timeout, server=server)
+            store.addresses = addresses
+            return store
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
                 raise RendezvousConnectionError(
-                    f"cannot start the rendezvous store at {endpoint}: {_first_line(exc)}"
+                    f"cannot start the rendezvous store at {endpoint}: {exc.strerror}"
                 ) from None
             log.debug("another agent hosts the store at %s: connecting", endpoint)
-    return TCPRendezvousStore(host, port, timeout)
+        except RuntimeError as exc:
+            raise RendezvousConnectionError(
+                f"cannot start the rendezvous store at {endpoint}: {_first_line(exc)}"
+            ) from None
+    store = TCPRendezvousStore(host, port, timeout)
+    store.addresses = addresses
+    return store
 
 
 class C10dRendezvousHandler(ElasticRendezvousHandler):
@@ -252,8 +327,24 @@ class C10dRendezvousHandler(ElasticRendezvousHandler):
             # torchrun's static command line: --master-addr/--master-port name the meeting point.
             endpoint = f"{params.get('master_addr')}:{params.get('master_port') or 29500}"
             log.info("no --rdzv-endpoint: using --master-addr/--master-port, %s", endpoint)
-        store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"))
-        super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts)
+        store = open_store(endpoint, timeouts.read_timeout, settings.get("is_host"),
+                           settings.get("listen_addr"))
+        super().__init__("c10d", store, params, timeouts, hosts_store=store.hosts,
+                         token_file=settings.get("token_file"))
+        global _warned
+        reachable = store.addresses + ([settings["listen_addr"]]
+                                       if store.hosts and settings.get("listen_addr") else [])
+        if not self.signs and not _warned and not _is_loopback(reachable):
+            _warned = True
+            log.warning(
+                "the rendezvous store at %s is reachable from other hosts and this job has no "
+                "token: anyone who can reach it can read and rewrite the job's rendezvous. Give "
+                "every node --rdzv-conf token_file=PATH (a file with a shared secret), and "
+                "firewall the port to the job's nodes", store.endpoint)
+
+
+#: The warning about a store reachable without a token is given once per process.
+_warned = False
 
 
 def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
@@ -264,10 +355,18 @@ def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | N
 def serve(host: str, port: int) -> None:
     """Run a standalone store in the foreground until SIGINT or SIGTERM."""
     try:
-        server = _tcpstore()(host, port, is_master=True, wait_for_workers=False)
-    except RuntimeError as exc:
-        raise UsageError(f"pliant store cannot listen on {host}:{port}: {_first_line(exc)}; "
-                         "choose another --port (0 picks a free one)") from None
+        addresses = sorted({str(i[4][0]) for i in socket.getaddrinfo(host, None,
+                                                                     type=socket.SOCK_STREAM)})
+        server = _start_server(host, addresses, port, None)
+    except (OSError, RuntimeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        raise UsageError(f"pliant store cannot listen on --host {host} --port {port}: {why}; "
+                         "choose another --port (0 picks a free one) or --host") from None
+    if not _is_loopback(addresses):
+        print(f"pliant store: {host}:{server.port} is reachable from other hosts; give every "
+              "agent --rdzv-conf token_file=PATH (a shared secret) so that nobody else can "
+              "steer the jobs, and firewall the port to the jobs' nodes", file=sys.stderr,
+              flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # before anyone knows the port
     print(f"pliant store (c10d) listening on {host}:{server.port}; use "
           f"--rdzv-backend c10d --rdzv-endpoint HOST:{server.port}", flush=True)

@@ -159,7 +159,7 @@ class EtcdRendezvousHandler(ElasticRendezvousHandler):
             settings = _settings(params)
         timeouts = Timeouts.from_settings(settings)
         store = EtcdRendezvousStore(config_from(params, settings, timeouts))
-        super().__init__("etcd", store, params, timeouts)
+        super().__init__("etcd", store, params, timeouts, token_file=settings.get("token_file"))
 
 
 def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | None = None,
