@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,7 +139,9 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         help="Run a standalone rendezvous store (agents then use --rdzv-endpoint HOST:PORT).")
     store.add_argument("--backend", default=None, metavar="NAME",
                        help="The rendezvous backend whose store to run (default: c10d).")
-    store.add_argument("--host", default="0.0.0.0", help="Address to listen on (default: all).")
+    store.add_argument("--host", default=None, metavar="ADDR",
+                       help="Address or name to listen on (default: this machine's name, on "
+                            "the address it resolves to here; 0.0.0.0 for every interface).")
     store.add_argument("--port", type=int, default=29400,
                        help="Port to listen on (default: 29400; 0 picks a free one).")
     return parser
@@ -255,7 +258,7 @@ def _store(ns: argparse.Namespace) -> int:
         raise UsageError(f"the {backend!r} rendezvous backend has no standalone store; "
                          "`pliant store` serves backends whose plugin provides one, such as "
                          "c10d (pip install pliant-c10d)")
-    serve(ns.host, ns.port)
+    serve(ns.host or socket.gethostname(), ns.port)
     return 0
 
 

@@ -160,3 +160,28 @@ def test_where_the_hosting_agent_listens(host: str, addresses: list[str], listen
         assert _listen_on(host, addresses, None) == listens
     assert ("listens on every interface" in caplog.text) == (listens == ["0.0.0.0"])
     assert _listen_on(host, addresses, "192.0.2.1") == ["192.0.2.1"]  # listen_addr wins
+
+
+def _proc_net_hex(addr: str) -> str:
+    """An IPv4 address as /proc/net/tcp spells it (little-endian hex)."""
+    return socket.inet_aton(addr)[::-1].hex().upper()
+
+
+def test_pliant_store_listens_on_this_machines_name_by_default() -> None:
+    from pliant_c10d import _listen_on
+
+    name = socket.gethostname()
+    resolved = sorted({str(i[4][0]) for i in socket.getaddrinfo(name, None,
+                                                                type=socket.SOCK_STREAM)})
+    expected = sorted(_listen_on(name, resolved, None), key=lambda a: ":" in a)[0]
+    proc = subprocess.Popen([PLIANT, "store", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(rf"listening on {re.escape(name)}:(\d+);", proc.stdout.readline())
+        assert found
+        if ":" not in expected:
+            assert listening_on(int(found[1])) == [_proc_net_hex(expected)]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -235,7 +235,9 @@ def _names_loopback(host: str) -> bool:
         return name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
 
 
-def _listen_on(host: str, addresses: list[str], listen_addr: str | None) -> list[str]:
+def _listen_on(host: str, addresses: list[str], listen_addr: str | None,
+               named: str = "--rdzv-endpoint host",
+               fix: str = "set --rdzv-conf listen_addr=ADDR to listen on one") -> list[str]:
     """Where the hosting agent listens: ``listen_addr`` when given, else the endpoint's
     addresses; but a machine name that resolves to loopback here only (Debian's
     ``127.0.1.1 node0`` line in /etc/hosts) is known to the other nodes by another address,
@@ -243,11 +245,10 @@ def _listen_on(host: str, addresses: list[str], listen_addr: str | None) -> list
     if listen_addr:
         return [listen_addr]
     if _is_loopback(addresses) and not _names_loopback(host):
-        log.warning("--rdzv-endpoint host %r resolves to %s on this machine, a loopback "
-                    "address (/etc/hosts often maps a machine's own name so); the other nodes "
-                    "know it by another address, so the store listens on every interface. "
-                    "Set --rdzv-conf listen_addr=ADDR to listen on one", host,
-                    ", ".join(addresses))
+        log.warning("%s %r resolves to %s on this machine, a loopback address (/etc/hosts "
+                    "often maps a machine's own name so); the other nodes know it by another "
+                    "address, so the store listens on every interface; %s", named, host,
+                    ", ".join(addresses), fix)
         return ["0.0.0.0"]
     return addresses
 
@@ -357,12 +358,14 @@ def serve(host: str, port: int) -> None:
     try:
         addresses = sorted({str(i[4][0]) for i in socket.getaddrinfo(host, None,
                                                                      type=socket.SOCK_STREAM)})
-        server = _start_server(host, addresses, port, None)
+        listen = _listen_on(host, addresses, None, "--host",
+                            "give --host ADDR to listen on that address only")
+        server = _start_server(host, listen, port, None)
     except (OSError, RuntimeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
         raise UsageError(f"pliant store cannot listen on --host {host} --port {port}: {why}; "
                          "choose another --port (0 picks a free one) or --host") from None
-    if not _is_loopback(addresses):
+    if not _is_loopback(listen):
         print(f"pliant store: {host}:{server.port} is reachable from other hosts; give every "
               "agent --rdzv-conf token_file=PATH (a shared secret) so that nobody else can "
               "steer the jobs, and firewall the port to the jobs' nodes", file=sys.stderr,
