@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pliant
 import pytest
@@ -84,3 +86,40 @@ def test_child_failed_error_needs_a_failure_and_is_importable_from_pliant() -> N
     assert pliant.ChildFailedError is ChildFailedError
     with pytest.raises(ValueError, match="at least one failure"):
         ChildFailedError("trainer", {})
+
+
+def test_record_of_a_child_failed_error_copies_the_root_cause_as_torchs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's ``@record`` around code that raises ChildFailedError (a launcher, torch's
+    ``run_agent``) copies the root-cause worker's error file to its own
+    TORCHELASTIC_ERROR_FILE, the worker's exit code as ``errorCode``; pliant's does the same
+    (its own or torch's ChildFailedError), also over a file already there."""
+    child = tmp_path / "child.json"
+    child.write_text(json.dumps({"message": {
+        "message": "RuntimeError: sad", "extraInfo": {"py_callstack": "...",
+                                                       "timestamp": "1700000000"}}}))
+    failure = ProcessFailure(local_rank=0, global_rank=3, pid=1, exitcode=7, hostname="h",
+                             error_file=str(child))
+    theirs = torch_errors.ProcessFailure(local_rank=0, pid=1, exitcode=7,
+                                         error_file=str(child))
+    written = {}
+    for name, raise_it in (
+            ("torch", lambda: torch_errors.record(_raiser(
+                torch_errors.ChildFailedError("agent", {3: theirs})))()),
+            ("pliant", lambda: pliant.record(_raiser(ChildFailedError("agent", {3: failure})))()),
+            ("pliant-torchs", lambda: pliant.record(_raiser(
+                torch_errors.ChildFailedError("agent", {3: theirs})))())):
+        parent = tmp_path / f"{name}.json"
+        parent.write_text("{}")  # replaced, as torch replaces it
+        monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(parent))
+        with pytest.raises(Exception, match="agent"):
+            raise_it()
+        written[name] = json.loads(parent.read_text())
+    assert written["torch"]["message"]["errorCode"] == 7
+    assert written["pliant"] == written["pliant-torchs"] == written["torch"]
+
+
+def _raiser(exc: Exception) -> Callable[[], None]:
+    def fail() -> None:
+        raise exc
+    return fail

@@ -7,6 +7,7 @@ and :func:`pliant.record` are interchangeable: both write JSON to the path in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -28,12 +29,15 @@ def write_error_file(exc: BaseException, tb: Any = None, path: str | None = None
     if not path or os.path.exists(path):
         return
     stack = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-    data = {
+    _write(path, {
         "message": {
             "message": f"{type(exc).__name__}: {exc}",
             "extraInfo": {"py_callstack": stack, "timestamp": str(int(time.time()))},
         }
-    }
+    })
+
+
+def _write(path: str, data: dict[str, Any]) -> None:
     try:
         # 0600: a traceback can hold what only the user should read.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -74,7 +78,9 @@ def record(fn: F) -> F:
     """Decorate a worker's entrypoint so its exception reaches the agent's report.
 
     Like torch's ``@record``: the exception is written to
-    ``TORCHELASTIC_ERROR_FILE`` and raised again.
+    ``TORCHELASTIC_ERROR_FILE`` and raised again. A ``ChildFailedError`` (raised by code
+    that runs an agent) is recorded as torch records it: the root-cause worker's error
+    file is copied there, with the worker's exit code as ``errorCode``.
     """
 
     @functools.wraps(fn)
@@ -86,7 +92,34 @@ def record(fn: F) -> F:
                 write_error_file(exc)
             raise
         except BaseException as exc:
-            write_error_file(exc)
+            if not _copy_root_cause(exc):
+                write_error_file(exc)
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _copy_root_cause(exc: BaseException) -> bool:
+    """As torch's ``record`` given a ``ChildFailedError`` (pliant's or torch's: anything with
+    ``get_first_failure()``): the root-cause worker's error file becomes this process's, its
+    exit code set as ``errorCode``, replacing one already there. False when that worker
+    wrote none: the exception itself is then recorded."""
+    first_failure = getattr(exc, "get_first_failure", None)
+    if not callable(first_failure):
+        return False
+    try:
+        _, failure = first_failure()
+    except Exception:  # reporting must never turn one error into two
+        return False
+    data = read_error_file(str(getattr(failure, "error_file", "") or ""))
+    if data is None:
+        return False
+    exitcode = getattr(failure, "exitcode", 0)
+    if exitcode and isinstance(data.get("message"), dict):
+        data["message"]["errorCode"] = exitcode
+    path = os.environ.get(ERROR_FILE_ENV)
+    if path:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        _write(path, data)
+    return True

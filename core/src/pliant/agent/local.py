@@ -264,7 +264,7 @@ class LocalElasticAgent:
             outcome = self._monitor(attempt)
             if outcome == WorkerState.SUCCEEDED:
                 self._close_attempt(attempt)
-                handler.report_success()
+                self._report_success()
                 self._worker_group.state = WorkerState.SUCCEEDED
                 self._emit("run_succeeded")
                 return RunResult(WorkerState.SUCCEEDED, self._return_values(attempt),
@@ -283,6 +283,18 @@ class LocalElasticAgent:
                 self._on_restart(end)
                 continue
             return self._on_round_failed(end, attempt)
+
+    def _report_success(self) -> None:
+        """Tell the rendezvous that every worker here succeeded. As with torch's exit
+        barrier, an error there (the store gone) is logged: the run succeeded all the same."""
+        assert self._spec.rdzv_handler is not None
+        try:
+            self._spec.rdzv_handler.report_success()
+        except SignalException:
+            raise
+        except Exception as exc:
+            log.warning("[%s] every worker succeeded, but telling the rendezvous failed: %s",
+                        self._spec.role, exc)
 
     def _on_restart(self, end: RoundEnd) -> None:
         spec = self._spec
