@@ -68,7 +68,11 @@ from launchers import (
 from rendezvous import c10d_args, exit_codes, stopped_at_exit, written_times
 
 WORKER = WORKERS / "ddp_step.py"
-SETTLE_S = 5.0  # attempt 0 steps at least this long before rank 1 crashes
+#: Attempt 0 steps at least this long before rank 1 crashes. On one node pliant starts its
+#: standbys --standby-delay (5 s) into a group started cold, and they import for about 3 s
+#: on this machine: a crash sooner finds them still importing and the restart waits for them
+#: (at 5 s, on 2026-12-03: 0.761 s median, min 0.087 s). A real job crashes minutes in.
+SETTLE_S = 10.0
 NPROC = 2
 STANDALONE_FLAGS = ["--standalone", "--nproc-per-node", str(NPROC)]
 COLD = "pliant, --preload ''"
@@ -313,7 +317,9 @@ def p_rows(p: dict[str, Any]) -> list[str]:
                          show_skipped=False)
     rows += ["", f"`workers/ddp_step.py`: a 2-rank gloo DDP training (CPU, a 32-64-1 MLP, "
              f"checkpoint saved by rank 0 after every step) with `--max-restarts 1`; once both "
-             f"ranks have stepped for at least {standalone['settle_s']:g} s (and 3 steps), rank "
+             f"ranks have stepped for at least {standalone['settle_s']:g} s (and 3 steps; on one "
+             f"node pliant's standbys start `--standby-delay` 5 s into a group started cold "
+             f"and import for about 3 s, so a crash sooner restarts partly cold), rank "
              f"1 writes `time.time()` and calls `os._exit(1)`; the next attempt loads the "
              f"checkpoint and each rank writes `time.time()` when its first step completed. "
              f"The figure is the last rank's time minus the crash time: one clock across "
