@@ -5,10 +5,14 @@ store that went away is reported the same way on every path: a
 :class:`~pliant.rendezvous.api.RendezvousConnectionError` naming the endpoint,
 and :attr:`Connection.lost` set, after which the handler stops talking to it.
 
-With a token (:mod:`pliant.rendezvous.auth`) on a store whose heartbeats are
-counters, a heartbeat is a signed write of a value that changes every beat, and
-"left" a signed value: a stranger's ``add`` can neither keep a dead node alive
-for good nor say that a live one left.
+With a token (:mod:`pliant.rendezvous.auth`), a heartbeat is a signed write of a
+value that changes every beat, and "left" a signed value, on every store: a
+stranger's ``add`` or ``put`` can neither keep a dead node alive for good (a
+copied value does not move) nor say that a live one left. A store whose beats
+expire (etcd's leases) still attaches them to its lease, so they are cleaned
+up, but liveness is then judged as on any store, by a count that must move
+(:attr:`Connection.expiring_beats` is False): a key that merely exists proves
+nothing once strangers can write.
 """
 
 from __future__ import annotations
@@ -37,14 +41,15 @@ class Connection:
     def __init__(self, store: RendezvousStore, seal: Seal | None = None) -> None:
         self.store = store
         self.seal = seal or Seal(None, store.endpoint, "")
-        self._signed_beats = self.seal.signs and not store.expiring_beats
+        self._signed_beats = self.seal.signs
         self.endpoint = store.endpoint
         #: A call found the store unreachable: every later one would wait out read_timeout.
         self.lost = False
 
     @property
     def expiring_beats(self) -> bool:
-        return self.store.expiring_beats
+        """Whether a beat key that exists proves its node alive (see the module's text)."""
+        return self.store.expiring_beats and not self._signed_beats
 
     def get(self, key: str) -> bytes | None:
         return self._call(self.store.get, key)
@@ -74,13 +79,14 @@ class Connection:
 
     def beat(self, key: str) -> None:
         if self._signed_beats:
-            self.seal.signed_beat(key, lambda value: self.set(key, value))
+            self.seal.signed_beat(key, lambda value: self._call(self.store.put_beat, key, value))
         else:
             self._call(self.store.beat, key)
 
     def mark_left(self, key: str) -> None:
         if self._signed_beats:
-            self.seal.signed_beat(key, lambda value: self.set(key, value), left=True)
+            self.seal.signed_beat(
+                key, lambda value: self._call(self.store.put_beat, key, value, True), left=True)
         else:
             self._call(self.store.mark_left, key)
 
@@ -94,7 +100,7 @@ class Connection:
             payload = self.seal.unwrap(key, value)
         except ForgedValueError as exc:
             self.seal.reject(exc)
-            return Beat(None, False)  # seen as a change at most: a delay, never a departure
+            return Beat(None, False)  # no reading: neither a sign of life nor a departure
         if payload == b"left":
             return Beat(None, True)
         return Beat(int(payload), False)

@@ -816,7 +816,7 @@ class ElasticRendezvousHandler(RendezvousHandler):
             time.sleep(t.keep_alive_interval)  # an exit barrier, not a rendezvous: polling is fine
 
     def _pulses(self) -> Pulses:
-        return Pulses(self._store.expiring_beats, self.timeouts.dead_after)
+        return Pulses(self._conn.expiring_beats, self.timeouts.dead_after)
 
     # -- the job's shape and where it stands ---------------------------------------------
 

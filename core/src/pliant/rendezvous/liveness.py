@@ -23,8 +23,13 @@ __all__ = ["Pulse", "Pulses", "Ring", "keep_alive"]
 
 class Pulse:
     """Whether one watched node still lives, judged by its heartbeat key as the store keeps
-    it: a counter that must keep moving, or (``expiring_beats``) a key that exists while the
-    node's lease lives and vanishes when the store expires it."""
+    it: a counter that must keep rising, or (``expiring_beats``) a key that exists while the
+    node's lease lives and vanishes when the store expires it.
+
+    Only a count above every count seen before is a sign of life. A reading that is missing
+    or did not verify (a stranger's value, with a token) is no evidence either way, and an
+    old signed count copied back is not a new one: someone else writing the key cannot keep
+    a dead node alive by making its value change."""
 
     def __init__(self, expiring: bool, dead_after: float) -> None:
         self._expiring, self._dead_after = expiring, dead_after
@@ -42,8 +47,9 @@ class Pulse:
             # Gone after being seen: the store expired its lease. Never seen: it had
             # dead_after seconds to start beating.
             return self._seen or now - self._since > self._dead_after
-        if beat != self._last or stalled:
-            self._last, self._since = beat, now
+        if stalled or (beat is not None and (self._last is None or beat > self._last)):
+            self._last = beat if beat is not None else self._last
+            self._since = now
             return False
         return now - self._since > self._dead_after
 

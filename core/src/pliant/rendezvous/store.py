@@ -113,6 +113,12 @@ class RendezvousStore(ABC):
         on instead of calling it dead. Read back by :meth:`read_beat` as ``left``."""
         self.beat(key, LEFT)
 
+    def put_beat(self, key: str, value: bytes, left: bool = False) -> None:
+        """Write this node's heartbeat under ``key`` as ``value`` (a signed beat, see
+        :mod:`pliant.rendezvous.connection`), kept as :meth:`beat` keeps its key: a store whose
+        beats expire attaches it to its lease, unless the node ``left``."""
+        self.set(key, value)
+
     def read_beat(self, key: str) -> Beat:
         """The heartbeat under ``key``, and whether its node left; one store read."""
         count = self.last_beat(key)

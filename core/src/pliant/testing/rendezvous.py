@@ -38,6 +38,7 @@ This module imports pytest: pliant never imports it, only your tests do.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import threading
 import time
@@ -1080,6 +1081,39 @@ class RendezvousHandlerTests:
             (first[0].master_addr, second[0].master_port)}
         assert {i.master_addr for i in second} != {"203.0.113.7"}
         assert all(i.master_port != 6666 for i in second)
+
+    def test_a_stranger_writing_a_silent_nodes_heartbeat_does_not_keep_it_alive(
+            self, nodes: Nodes, token_file: str) -> None:
+        run_id = new_run_id()
+        handlers = nodes(3, 2, 3, run_id=run_id, token_file=token_file)
+        first = joined(handlers)
+        by_rank = {info.rank: h for info, h in zip(first, handlers, strict=True)}
+        victim, survivors = by_rank[2], [by_rank[0], by_rank[1]]
+        beat_key = _key(run_id, "beat", self.node_id(victim))
+        stranger = self.raw_store(victim).clone()
+        copied = stranger.get(beat_key)
+        assert copied is not None and copied.startswith(b"pliant-hmac1:"), copied
+        self.stop_heartbeats(victim)
+        done = threading.Event()
+
+        def forge() -> None:  # the victim's last signed beat copied back, and values of its own
+            for n in itertools.count():
+                if done.wait(0.01):
+                    return
+                stranger.set(beat_key, copied if n % 2 else str(10 ** 6 + n).encode())
+
+        forger = threading.Thread(target=forge, daemon=True)
+        forger.start()
+        try:
+            for handler in survivors:
+                seen = wait_for_round_end(handler)
+                assert (seen.reason, seen.restart) == ("dead", True), seen
+                assert self.node_id(victim) in seen.message
+        finally:
+            done.set()
+            forger.join()
+            stranger.close()
+        assert any(_elastic(h).rejected >= 1 for h in survivors)
 
     def test_a_stranger_adding_to_the_success_count_does_not_end_the_job(
             self, nodes: Nodes, token_file: str) -> None:

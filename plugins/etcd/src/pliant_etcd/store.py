@@ -13,7 +13,8 @@ How each part of :class:`~pliant.rendezvous.store.RendezvousStore` maps onto etc
 * **liveness** is a lease: ``beat`` keeps it alive, and the node's key is
   attached to it, so etcd itself deletes the key of a node that stopped beating
   (``expiring_beats``). ``mark_left`` writes the key without the lease, so that
-  "this node left" outlives it.
+  "this node left" outlives it. With a rendezvous token the core writes signed
+  beats instead (``put_beat``): a new value every beat, still on the lease.
 
 Every call is retried on another member until ``read_timeout`` runs out; then it
 raises :class:`~pliant.rendezvous.RendezvousConnectionError` naming the members
@@ -260,14 +261,30 @@ class EtcdRendezvousStore(RendezvousStore):
         self._beats[full] = count
         if full in self._left:
             self._call(self._client.put, full, str(count))
-            return count
-        if self._lease is None or not self._call(self._refresh, self._lease):
-            self._lease = self._call(self._client.lease, self._config.lease_ttl).id
-            self._leased.clear()
-        if full not in self._leased:
+        elif self._keep_lease() or full not in self._leased:
             self._call(self._client.put, full, str(count), lease=self._lease)
             self._leased.add(full)
         return count
+
+    def put_beat(self, key: str, value: bytes, left: bool = False) -> None:
+        """A signed beat: written every time (its value moves), on the lease unless ``left``."""
+        full = self._key(key)
+        if left or full in self._left:
+            self._left.add(full)
+            self._call(self._client.put, full, value)
+            return
+        self._keep_lease()
+        self._call(self._client.put, full, value, lease=self._lease)
+        self._leased.add(full)
+
+    def _keep_lease(self) -> bool:
+        """Refresh this connection's lease, or take a new one when it expired (True: then no
+        key is attached to it yet)."""
+        if self._lease is not None and self._call(self._refresh, self._lease):
+            return False
+        self._lease = self._call(self._client.lease, self._config.lease_ttl).id
+        self._leased.clear()
+        return True
 
     # -- etcd calls -------------------------------------------------------------------------------
 
