@@ -195,13 +195,14 @@ def burst_order(round_no: int) -> list[str]:
     return [*BURST_BACKENDS[shift:], *BURST_BACKENDS[:shift]]
 
 
-def burst_sample(backend: str, nodes: int, endpoint: str, run_id: str) -> dict[str, Any]:
-    """(i) One sample in a fresh process; its JSON line (see ``etcd_burst.py``), or
-    ``{"failed": why}``."""
+def burst_sample(backend: str, nodes: int, endpoint: str, run_id: str,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """(i) One sample in a fresh process (in ``env``, by default :func:`launcher_env`); its
+    JSON line (see ``etcd_burst.py``), or ``{"failed": why}``."""
     argv = [sys.executable, str(HERE / "etcd_burst.py"), backend, str(nodes),
             str(BURST_LIMIT_S), endpoint, run_id]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(),
+        done = subprocess.run(argv, capture_output=True, text=True, env=env or launcher_env(),
                               timeout=BURST_LIMIT_S + 120)
     except subprocess.TimeoutExpired:
         return {"failed": f"etcd_burst.py {backend} {nodes} did not exit"}

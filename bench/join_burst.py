@@ -42,7 +42,7 @@ from typing import Any
 from pliant.rendezvous import RendezvousParameters
 from pliant.rendezvous.conf import Timeouts
 from pliant.rendezvous.elastic import ElasticRendezvousHandler
-from pliant.rendezvous.store import RendezvousStore
+from pliant.rendezvous.store import Beat, RendezvousStore
 from pliant_c10d import TCPRendezvousStore
 from torch.distributed import TCPStore
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import (
@@ -95,6 +95,7 @@ class CountingStore(RendezvousStore):
     def __init__(self, inner: RendezvousStore, ops: OpCounter) -> None:
         self.inner, self.ops = inner, ops
         self.endpoint = inner.endpoint
+        self.expiring_beats = inner.expiring_beats  # etcd's leases stay leases
 
     def get(self, key: str) -> bytes | None:
         self.ops.count("get")
@@ -123,6 +124,18 @@ class CountingStore(RendezvousStore):
     def last_beat(self, key: str) -> int | None:
         self.ops.count("last_beat")
         return self.inner.last_beat(key)
+
+    def put_beat(self, key: str, value: bytes, left: bool = False) -> None:
+        self.ops.count("put_beat")  # a signed beat (with a token)
+        self.inner.put_beat(key, value, left)
+
+    def mark_left(self, key: str) -> None:
+        self.ops.count("mark_left")
+        self.inner.mark_left(key)
+
+    def read_beat(self, key: str) -> Beat:
+        self.ops.count("read_beat")
+        return self.inner.read_beat(key)
 
     def clone(self) -> CountingStore:
         return CountingStore(self.inner.clone(), self.ops)

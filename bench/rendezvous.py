@@ -162,11 +162,13 @@ def last_error(log: Path) -> str:
 # -- (d) N nodes joining at once -------------------------------------------------------------
 
 
-def join_burst_sample(launcher: str, nodes: int) -> dict[str, Any]:
-    """(d) One sample in a fresh process; its JSON line (see ``join_burst.py``)."""
+def join_burst_sample(launcher: str, nodes: int,
+                      env: dict[str, str] | None = None) -> dict[str, Any]:
+    """(d) One sample in a fresh process (in ``env``, by default :func:`launcher_env`); its
+    JSON line (see ``join_burst.py``)."""
     argv = [sys.executable, str(HERE / "join_burst.py"), launcher, str(nodes), str(JOIN_LIMIT_S)]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, env=launcher_env(),
+        done = subprocess.run(argv, capture_output=True, text=True, env=env or launcher_env(),
                               timeout=JOIN_LIMIT_S + 120)
     except subprocess.TimeoutExpired:
         raise LauncherError(f"{launcher}: join_burst.py with {nodes} nodes did not exit") from None

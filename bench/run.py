@@ -1,7 +1,7 @@
 """Benchmark pliant against torchrun, side by side, on this machine.
 
 Usage: ``python bench/run.py [--repeat N] [--only a,b,...]`` (N >= 5, default 7;
-figures a to r, default all).
+figures a to t, default all).
 
 Both launchers are run as subprocesses from the environment of the Python
 running this file: ``<bin>/pliant run ...`` and ``<bin>/torchrun ...``, where
@@ -81,6 +81,11 @@ DDP and the step itself. They are described in ``warm_restart.py``. (r) a scale-
 a ``--nnodes 2:3`` gloo DDP training on c10d, until every rank completed a step at the new
 world size, the same variants; described in ``membership.py``.
 
+Rendezvous security, described in ``rdzv_security.py``: (s) the join bursts (d) and (i)
+at 32 nodes, each under the system resolver and with DNS over TCP in the same round,
+side by side with torch; (t) the token's cost per round (c10d at N = 8, 32, 256 and etcd
+at 32, with and without a token) and per value (sign and check).
+
 Writes ``bench/results/bench.md`` (the tables, also printed) and
 ``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
 Figures not run this time (``--only``) keep their earlier results there, with
@@ -110,6 +115,7 @@ from typing import Any
 import etcd_figures
 import membership
 import observability
+import rdzv_security
 import rendezvous
 import warm_restart
 from launchers import (
@@ -131,7 +137,7 @@ from launchers import (
 RESULTS = HERE / "results"
 COMMON_FLAGS = ["--standalone", "--nproc-per-node", "2"]
 NPROC = 2
-FIGURES = "abcdefghijklmnopqr"
+FIGURES = "abcdefghijklmnopqrst"
 
 
 @dataclass
@@ -727,6 +733,11 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
                              ("r", membership.r_rows)):
         if key in figures:
             out += ["", f"### {figures[key]['title']}", "", *warm_render(figures[key])]
+    if {"s", "t"} & figures.keys():
+        out += ["", "## Rendezvous security: the system resolver, and the job's token"]
+    for key, security_render in (("s", rdzv_security.s_rows), ("t", rdzv_security.t_rows)):
+        if key in figures:
+            out += ["", f"### {figures[key]['title']}", "", *security_render(figures[key])]
     out += ["", "## Runs", "",
             "| figure | started | commit | runs per launcher | 1-min load | resolver options |",
             "|---|---|---|---|---|---|"]
@@ -747,6 +758,17 @@ def write_reports(new: dict[str, Any], facts: dict[str, Any]) -> str:
     return table
 
 
+def run_resolvers(repeat: int) -> dict[str, Any]:
+    return {"title": f"(s) join bursts (d) and (i) at N={rdzv_security.RESOLVER_NODES}: the "
+                     f"system resolver against DNS over TCP",
+            **rdzv_security.run_resolvers(repeat)}
+
+
+def run_token(repeat: int) -> dict[str, Any]:
+    return {"title": "(t) the rendezvous token's cost, per round and per value (pliant only)",
+            **rdzv_security.run_token(repeat)}
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -765,7 +787,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "throughput) n (hang detection) o (training with CloudWatch) p "
                              "(crash -> DDP stepping again) q (2 agents: launch -> DDP "
                              "first step) r (scale-up and node loss: until DDP steps at the "
-                             "new size); "
+                             "new size) s (join bursts d and i under the system resolver) "
+                             "t (the rendezvous token's cost); "
                              "default all. Others keep their earlier results.")
     parser.add_argument("--repeat-o", type=int, default=None, metavar="N",
                         help="runs per configuration for figure (o) only, which takes about "
@@ -810,11 +833,13 @@ def main(argv: list[str] | None = None) -> int:
         "p": lambda: run_warm_restart(ns.repeat),
         "q": lambda: run_first_step(ns.repeat),
         "r": lambda: run_membership(ns.repeat),
+        "s": lambda: run_resolvers(ns.repeat),
+        "t": lambda: run_token(ns.repeat),
     }
     facts = machine_facts()
     figures: dict[str, Any] = {}
     try:
-        if set(ns.only) - {"d", "i", "j"}:  # the others start launchers
+        if set(ns.only) - {"d", "i", "j", "s", "t"}:  # the others start launchers
             print(f"warming up ({', '.join(LAUNCHERS)}) ...", flush=True)
             warm_up()
         repeats = {"g": ns.tries, "o": ns.repeat_o or ns.repeat}
