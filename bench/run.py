@@ -81,8 +81,9 @@ DDP and the step itself. They are described in ``warm_restart.py``. (r) a scale-
 a ``--nnodes 2:3`` gloo DDP training on c10d, until every rank completed a step at the new
 world size, the same variants; described in ``membership.py``.
 
-Writes ``bench/results/bench.md`` (the tables, also printed) and
-``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
+Writes ``bench/results/bench.md`` (the tables, also printed),
+``bench/results/bench.json`` (raw samples, median/min/max, machine facts) and the charts
+of the key figures beside them (``plots.py``).
 Figures not run this time (``--only``) keep their earlier results there, with
 the date, commit and load of the run that produced them. Exits 0 whatever the
 timings; non-zero only when a launcher fails (non-zero exit, time-out, workers
@@ -110,6 +111,7 @@ from typing import Any
 import etcd_figures
 import membership
 import observability
+import plots
 import rendezvous
 import warm_restart
 from launchers import (
@@ -695,6 +697,11 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
            f"launchers alternated run by run; when, at which commit and under which load each "
            f"figure was taken is listed at the end. Produced by `python bench/run.py`; raw "
            f"samples, min and max in `bench.json`.", ""]
+    charts = plots.markdown_links(figures)
+    if charts:
+        out += ["## Charts", "", "Drawn by `python bench/plots.py` from `bench.json`: medians with "
+                "min-max whiskers; each chart's caption says what its clock includes.", "",
+                *[line for chart in charts for line in (chart, "")]]
     single = [figures[k] for k in "abc" if k in figures]
     if single or "g" in figures:
         out += ["## Single node: `--standalone --nproc-per-node 2`", ""]
@@ -830,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(write_reports(figures, facts), end="")
-    return 0
+    return plots.main(["--json", str(RESULTS / "bench.json")])
 
 
 if __name__ == "__main__":
