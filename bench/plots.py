@@ -363,7 +363,7 @@ def draw_curves(ax: Axes, panel: CurvePanel) -> None:
     ax.legend(fontsize=8, loc="upper left")
 
 
-def footer(chart: Chart, panels: list[Panel], figures: dict[str, Any]) -> str:
+def footer(panels: list[Panel], figures: dict[str, Any]) -> str:
     """What the numbers are, and where they came from: the run of each figure drawn."""
     keys = sorted({p.key for p in panels})
     runs = "; ".join(f"({k}) {figures[k]['run']['date'][:10]} at "
@@ -381,7 +381,7 @@ def build(chart: Chart, figures: dict[str, Any]) -> Figure | None:
     if not panels:
         return None
     width = 4.6 * len(panels) if isinstance(panels[0], BarPanel) else 6.0 * len(panels)
-    caption = [line for text in [*(p.clock for p in panels), footer(chart, panels, figures)]
+    caption = [line for text in [*(p.clock for p in panels), footer(panels, figures)]
                if text for line in textwrap.wrap(text, int(width * 19))]
     plot_h, line_h = 4.2, 0.16
     height = plot_h + line_h * len(caption) + 0.7
