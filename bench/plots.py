@@ -338,8 +338,8 @@ def draw_curves(ax: Axes, panel: CurvePanel) -> None:
             marked = True
             ax.annotate(note, (n, at_least), xytext=(0, -9), textcoords="offset points",
                         ha="center", va="top", fontsize=7, style="italic", color="#a00000")
-        absent: dict[str, list[str]] = {v.why: [] for v in by_n.values() if isinstance(v, NoResult)
-                  and v.at_least is None}
+        absent: dict[str, list[str]] = {
+            v.why: [] for v in by_n.values() if isinstance(v, NoResult) and v.at_least is None}
         for n, v in sorted(by_n.items()):
             if isinstance(v, NoResult) and v.at_least is None:
                 absent[v.why].append(str(n))
