@@ -86,8 +86,9 @@ at 32 nodes, each under the system resolver and with DNS over TCP in the same ro
 side by side with torch; (t) the token's cost per round (c10d at N = 8, 32, 256 and etcd
 at 32, with and without a token) and per value (sign and check).
 
-Writes ``bench/results/bench.md`` (the tables, also printed) and
-``bench/results/bench.json`` (raw samples, median/min/max, machine facts).
+Writes ``bench/results/bench.md`` (the tables, also printed),
+``bench/results/bench.json`` (raw samples, median/min/max, machine facts) and the charts
+of the key figures beside them (``plots.py``).
 Figures not run this time (``--only``) keep their earlier results there, with
 the date, commit and load of the run that produced them. Exits 0 whatever the
 timings; non-zero only when a launcher fails (non-zero exit, time-out, workers
@@ -115,6 +116,7 @@ from typing import Any
 import etcd_figures
 import membership
 import observability
+import plots
 import rdzv_security
 import rendezvous
 import warm_restart
@@ -701,6 +703,11 @@ def markdown(figures: dict[str, Any], facts: dict[str, Any]) -> str:
            f"launchers alternated run by run; when, at which commit and under which load each "
            f"figure was taken is listed at the end. Produced by `python bench/run.py`; raw "
            f"samples, min and max in `bench.json`.", ""]
+    charts = plots.markdown_links(figures)
+    if charts:
+        out += ["## Charts", "", "Drawn by `python bench/plots.py` from `bench.json`: medians with "
+                "min-max whiskers; each chart's caption says what its clock includes.", "",
+                *[line for chart in charts for line in (chart, "")]]
     single = [figures[k] for k in "abc" if k in figures]
     if single or "g" in figures:
         out += ["## Single node: `--standalone --nproc-per-node 2`", ""]
@@ -855,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(write_reports(figures, facts), end="")
-    return 0
+    return plots.main(["--json", str(RESULTS / "bench.json")])
 
 
 if __name__ == "__main__":
