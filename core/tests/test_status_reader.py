@@ -9,9 +9,15 @@ a budget published by agents that disagree, and that the reader never writes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pliant.rendezvous import RendezvousParameters, RendezvousStateError
+from cli_assertions import assert_user_error
+from pliant.rendezvous import (
+    RendezvousGracefulExitError,
+    RendezvousParameters,
+    RendezvousStateError,
+)
 from pliant.rendezvous.elastic import ElasticRendezvousHandler
 from pliant.rendezvous.status import UnknownRunError, read_status, render
 from pliant.testing.memory import MemoryRendezvousStore
@@ -52,9 +58,17 @@ def test_a_running_round_then_a_finished_job() -> None:
         assert [(m.node_rank, m.id, m.left) for m in running.members] == [
             (0, by_rank[0], False), (1, by_rank[1], False)]
         assert (running.signed, running.verified, running.last_outcome) == (False, False, None)
+        assert running.waiting == 0
+
+        # The round is full: a third node waits as a spare, and status counts it.
+        spare = node(shared, run_id, (2, 2))
+        spare_join = start_join(spare, "spare")
+        eventually(lambda: read_status(shared, "memory", run_id).waiting == 1, "a spare")
 
         for handler in handlers:
             handler.report_success()
+        assert isinstance(spare_join.outcome(), RendezvousGracefulExitError)
+        spare.shutdown()
         done = read_status(shared.clone(), "memory", run_id)
         assert done.state == "succeeded"
         assert done.last_outcome is not None and done.last_outcome.reason == "succeeded"
@@ -110,3 +124,16 @@ def test_an_unknown_run_and_a_signed_job_read_with_another_token(tmp_path: Path)
         unsigned.shutdown()
     finally:
         handler.shutdown()
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    ((), ("pliant status needs the job's --rdzv-endpoint and --rdzv-id",)),
+    (("--rdzv-endpoint", "h:1"), ("--rdzv-id",)),
+    (("--rdzv-backend", "embedded", "--rdzv-endpoint", "h:1", "--rdzv-id", "j"),
+     ("cannot read a job on the 'embedded' rendezvous (from flag --rdzv-backend)",
+      "such as c10d and etcd")),
+    (("--rdzv-endpoint", "h:1", "--rdzv-id", "j", "--timeout", "0"), ("invalid --timeout 0",)),
+], ids=["nothing", "no-run-id", "embedded", "timeout"])
+def test_status_command_mistakes(pliant: Any, args: tuple[str, ...],
+                                 fragments: tuple[str, ...]) -> None:
+    assert_user_error(pliant("status", *args), *fragments)
