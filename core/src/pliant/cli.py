@@ -269,7 +269,13 @@ def _store(ns: argparse.Namespace) -> int:
 # -- pliant status -----------------------------------------------------------------------------
 
 #: The run flags ``pliant status`` takes, to name the job as its agents do.
-_STATUS_FLAGS = ("rdzv_backend", "rdzv_endpoint", "rdzv_id", "rdzv_conf")
+_STATUS_FLAGS = {
+    "rdzv_backend": "The job's rendezvous backend (default: c10d; etcd).",
+    "rdzv_endpoint": "The job's rendezvous endpoint, as its agents were given it.",
+    "rdzv_id": "The job's run id.",
+    "rdzv_conf": "The backend's settings, as the job's: token_file (to verify the job's "
+                 "records), and how to reach the store (etcd: key_prefix, TLS, user).",
+}
 
 
 def _add_status_parser(sub: Any, argv: Sequence[str]) -> None:
@@ -287,7 +293,7 @@ def _add_status_parser(sub: Any, argv: Sequence[str]) -> None:
         if setting.name in _STATUS_FLAGS:
             status.add_argument(setting.flag, "--" + setting.name, dest=setting.name,
                                 metavar=setting.metavar, default=argparse.SUPPRESS,
-                                help=setting.help + " The job's, as given to pliant run.")
+                                help=_STATUS_FLAGS[setting.name])
     status.add_argument("--json", action="store_true", help="Print JSON.")
     status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, metavar="SECONDS",
                         help="Give up on a store that does not answer after SECONDS (default: "
