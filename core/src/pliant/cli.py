@@ -6,7 +6,9 @@ Subcommands:
 * ``pliant plugins [--json]`` lists the plugins and whether they loaded;
 * ``pliant config [flags]`` prints every effective setting and its source;
 * ``pliant store [--backend c10d] [--host H] [--port P]`` runs a standalone
-  rendezvous store, so the coordination point need not live in a training node.
+  rendezvous store, so the coordination point need not live in a training node;
+* ``pliant status --rdzv-endpoint E --rdzv-id ID [--json]`` shows where a running
+  multi-node job stands, read from its store without joining it.
 
 ``run`` and ``config`` take unambiguous prefixes of their long flags, as torchrun's
 argparse parser does (:func:`expand_abbreviations`).
@@ -44,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
         self.argv = argv
 
     def error(self, message: str) -> NoReturn:
-        command = next((a for a in self.argv[:1] if a in ("run", "plugins", "config", "store")),
+        command = next((a for a in self.argv[:1] if a in ("run", "plugins", "config", "store",
+                                                         "status")),
                        "")
         prog = f"pliant {command}".strip() if self.prog == "pliant" else self.prog
         raise UsageError(f"{message}\nSee '{prog} --help' for the flags it takes.")
@@ -144,6 +147,7 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
                             "the address it resolves to here; 0.0.0.0 for every interface).")
     store.add_argument("--port", type=int, default=29400,
                        help="Port to listen on (default: 29400; 0 picks a free one).")
+    _add_status_parser(sub, argv)
     return parser
 
 
@@ -262,6 +266,78 @@ def _store(ns: argparse.Namespace) -> int:
     return 0
 
 
+# -- pliant status -----------------------------------------------------------------------------
+
+#: The run flags ``pliant status`` takes, to name the job as its agents do.
+_STATUS_FLAGS = {
+    "rdzv_backend": "The job's rendezvous backend (default: c10d; etcd).",
+    "rdzv_endpoint": "The job's rendezvous endpoint, as its agents were given it.",
+    "rdzv_id": "The job's run id.",
+    "rdzv_conf": "The backend's settings, as the job's: token_file (to verify the job's "
+                 "records), and how to reach the store (etcd: key_prefix, TLS, user).",
+}
+
+
+def _add_status_parser(sub: Any, argv: Sequence[str]) -> None:
+    from pliant.defaults import STATUS_TIMEOUT
+
+    status = sub.add_parser(
+        "status", allow_abbrev=False, argv=argv,
+        help="Show where a running multi-node job stands (read from its rendezvous store).",
+        description="Read a job's round, members, restarts and last outcome from its "
+                    "rendezvous store, without joining or disturbing it.")
+    status.add_argument("--config", dest="config_file", metavar="FILE",
+                        default=argparse.SUPPRESS,
+                        help="Read settings from FILE (pliant.toml or pyproject.toml).")
+    for setting in config.CORE_SETTINGS:
+        if setting.name in _STATUS_FLAGS:
+            status.add_argument(setting.flag, "--" + setting.name, dest=setting.name,
+                                metavar=setting.metavar, default=argparse.SUPPRESS,
+                                help=_STATUS_FLAGS[setting.name])
+    status.add_argument("--json", action="store_true", help="Print JSON.")
+    status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, metavar="SECONDS",
+                        help="Give up on a store that does not answer after SECONDS (default: "
+                             f"{STATUS_TIMEOUT:g}).")
+
+
+def _status(ns: argparse.Namespace) -> int:
+    from pliant.errors import PluginError
+    from pliant.rendezvous.status import open_and_read, render
+
+    cfg = _load_config(ns)
+    if not ns.timeout > 0:
+        raise UsageError(f"invalid --timeout {ns.timeout:g}: expected seconds above 0")
+    endpoint, run_id, backend = cfg["rdzv_endpoint"], cfg["rdzv_id"], cfg["rdzv_backend"]
+    if not endpoint.strip() or not cfg.is_set("rdzv_id"):
+        raise UsageError("pliant status needs the job's --rdzv-endpoint and --rdzv-id (as its "
+                         "agents were given them): pliant status --rdzv-backend c10d "
+                         "--rdzv-endpoint HOST:PORT --rdzv-id ID")
+    conf = {str(k): str(v) for k, v in cfg["rdzv_conf"].items()}
+    chosen = _plugin_manager(cfg).select("rendezvous", backend, cfg.source("rdzv_backend"),
+                                         conf, cfg.source("rdzv_conf"))
+    opener = getattr(chosen.registration, "client_store", None)
+    if opener is None:
+        raise UsageError(f"pliant status cannot read a job on the {backend!r} rendezvous (from "
+                         f"{cfg.source('rdzv_backend')}): plugin {chosen.plugin.label} opens "
+                         "no client store for it; status reads backends that do, such as c10d "
+                         "and etcd")
+
+    def open_store() -> Any:
+        try:
+            return opener(endpoint, chosen.settings, ns.timeout)
+        except (PliantError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise PluginError(f"rendezvous backend {backend!r} from plugin "
+                              f"{chosen.plugin.label} failed to open a client store: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    status = open_and_read(open_store, backend, endpoint, run_id, ns.timeout,
+                           chosen.settings.get("token_file"))
+    print(render(status, ns.json))
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
@@ -307,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show_config(ns)
         if ns.command == "store":
             return _store(ns)
+        if ns.command == "status":
+            return _status(ns)
         parser.print_help()
         return 2
     except PliantError as exc:

@@ -22,6 +22,7 @@ __all__ = [
     "STANDBY_DELAY",
     "START_METHOD",
     "START_METHODS",
+    "STATUS_TIMEOUT",
     "TIMER",
 ]
 
@@ -30,6 +31,9 @@ __all__ = [
 MAX_RESTARTS = 3
 #: ``pliant run --max-restarts``: torchrun's default, where a failure ends the run.
 RUN_MAX_RESTARTS = 0
+#: Seconds ``pliant status`` waits for a job's store to answer: a status command must not
+#: hang on a store that is gone.
+STATUS_TIMEOUT = 5.0
 #: Seconds between membership checks, for a rendezvous that cannot notify the agent.
 MONITOR_INTERVAL = 0.1
 #: Seconds without the agent's heartbeat after which its health check answers 503 (torch's

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from pliant.events.types import EventHandler
     from pliant.metrics.types import MetricHandler
     from pliant.rendezvous.api import RendezvousHandler, RendezvousParameters
+    from pliant.rendezvous.store import RendezvousStore
     from pliant.timer.types import TimerServer
 
 __all__ = [
+    "ClientStoreFactory",
     "EventBackend",
     "EventFactory",
     "MetricBackend",
@@ -41,6 +43,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 Settings = Mapping[str, Any]
 #: Builds a rendezvous handler for one job from torch's parameters and the parsed settings.
 RendezvousFactory = Callable[["RendezvousParameters", Settings], "RendezvousHandler"]
+#: Opens a client connection to a job's store, for reading only (``pliant status``):
+#: ``client_store(endpoint, settings, timeout) -> RendezvousStore``.
+ClientStoreFactory = Callable[[str, Settings, float], "RendezvousStore"]
 #: Builds a metric handler from its parsed settings.
 MetricFactory = Callable[[Settings], "MetricHandler"]
 #: Builds an event handler from its parsed settings.
@@ -85,9 +90,19 @@ class RendezvousBackend(Registration[RendezvousFactory]):
     declared ``settings`` (every key present, defaults filled in). ``serve``,
     when given, runs the backend's store in the foreground (``serve(host, port)``)
     for ``pliant store``: a coordination point outside every training node.
+
+    ``client_store``, when given, opens a client connection to the store of a job at
+    ``endpoint`` (``client_store(endpoint, settings, timeout)``), so that ``pliant status``
+    can read the job through the core's protocol: it must never host a store nor write
+    (it may not even connect as a node would), must give up with a
+    ``RendezvousConnectionError`` naming the endpoint after ``timeout`` seconds, and every
+    call on the store it returns must too. A backend on
+    :class:`~pliant.rendezvous.elastic.ElasticRendezvousHandler` provides one; without it,
+    ``pliant status`` says that the backend cannot be read.
     """
 
     serve: Callable[[str, int], None] | None = None
+    client_store: ClientStoreFactory | None = None
 
     kind: ClassVar[str] = "rendezvous backend"
 

@@ -340,6 +340,7 @@ class LocalElasticAgent:
         start = time.perf_counter()
         spec.rdzv_handler.local_world_size = spec.local_world_size
         spec.rdzv_handler.role = spec.role
+        spec.rdzv_handler.max_restarts = spec.max_restarts
         self._emit("rendezvous_joined")
         self._in_rendezvous = True  # a signal now interrupts the wait (see _handle_signal)
         try:

@@ -185,6 +185,10 @@ class RendezvousHandler(ABC):
     #: This node's role (``WorkerSpec.role``), set by the agent like ``local_world_size``
     #: (see ``RendezvousInfo.node_roles``).
     role: str = "default"
+    #: This node's restart budget (``--max-restarts``), set by the agent like
+    #: ``local_world_size``, so that a backend can publish it (``pliant status`` shows it).
+    #: None: not told (a handler used without pliant's agent).
+    max_restarts: int | None = None
 
     @abstractmethod
     def get_backend(self) -> str:

@@ -14,7 +14,9 @@ Nodes meet in numbered *rounds*. Every key of a run lives under
     exists once ``min_nodes`` have joined: the start of the last call.
 ``k/done``
     the outcome, written by the one node that closed the round: the nodes in
-    rank order, where the workers meet, and the job-wide restart count.
+    rank order, where the workers meet, the job-wide restart count, and the
+    restart budget (the smallest ``--max-restarts`` of the round's nodes; each
+    join record carries its node's, and rounds of older agents carry none).
 ``k/over``
     why the round ended (a worker failed, a node arrived or died, the job
     succeeded). The first writer wins a compare-and-set; every running agent
@@ -326,6 +328,8 @@ class ElasticRendezvousHandler(RendezvousHandler):
         record = {"id": self.node_id, "host": self._hostname, "addr": self._addr,
                   "port": free_port(self._addr), "workers": self.local_world_size,
                   "role": self.role}
+        if self.max_restarts is not None:  # an addition: older readers ignore it
+            record["max_restarts"] = self.max_restarts
         self._conn.set(keys.slot(k, number), self._encode(keys.slot(k, number), record))
         if number == 1:
             self._conn.set(keys.current, self._seal.wrap(keys.current, str(k).encode()))
@@ -436,6 +440,9 @@ class ElasticRendezvousHandler(RendezvousHandler):
                 "missing nodes, or raise join_timeout with --rdzv-conf")
         else:
             done["nodes"] = self._assign_ranks(nodes, prev.get("nodes", []))
+            budgets = [int(n["max_restarts"]) for n in nodes if "max_restarts" in n]
+            if budgets:  # the job stops restarting once the smallest budget is spent
+                done["max_restarts"] = min(budgets)
         self._conn.set(keys.of(k, "done"), self._encode(keys.of(k, "done"), done))
         self._put_first(keys.of(k, "min"), b"closed")  # wakes early joiners
         return done

@@ -53,7 +53,8 @@ from pliant.plugin import (
 if TYPE_CHECKING:
     from torch._C._distributed_c10d import TCPStore
 
-__all__ = ["DEFAULT_PORT", "PLUGIN_API", "TCPRendezvousStore", "create_handler", "serve"]
+__all__ = ["DEFAULT_PORT", "PLUGIN_API", "TCPRendezvousStore", "client_store", "create_handler",
+           "serve"]
 
 #: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
 PLUGIN_API = 1
@@ -381,6 +382,14 @@ def serve(host: str, port: int) -> None:
     del server
 
 
+def client_store(endpoint: str, settings: Mapping[str, Any], timeout: float,
+                 ) -> TCPRendezvousStore:
+    """A client of the store at ``endpoint``, for ``pliant status``: it never starts one, even
+    on the host the endpoint names."""
+    host, port = parse_endpoint(endpoint)
+    return TCPRendezvousStore(host, port, timeout)
+
+
 @hookimpl
 def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
     return [
@@ -391,5 +400,6 @@ def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
             description="Elastic rendezvous on torch's TCPStore, hosted by an agent or by "
                         "`pliant store`.",
             serve=serve,
+            client_store=client_store,
         )
     ]

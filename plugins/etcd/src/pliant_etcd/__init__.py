@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pliant.plugin import (
@@ -25,6 +26,7 @@ from pliant.plugin import (
     RendezvousBackend,
     RendezvousHandler,
     RendezvousParameters,
+    RendezvousStore,
     Setting,
     Timeouts,
     hookimpl,
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from pliant_etcd.store import EtcdConfig
 
 __all__ = ["DEFAULT_PORT", "ETCD_SETTINGS", "PLUGIN_API", "EtcdRendezvousHandler",
-           "config_from", "create_handler", "parse_endpoints"]
+           "client_store", "config_from", "create_handler", "parse_endpoints"]
 
 #: The version of pliant's plugin contract (:mod:`pliant.plugin`) this module is written for.
 PLUGIN_API = 1
@@ -167,6 +169,18 @@ def create_handler(params: RendezvousParameters, settings: Mapping[str, Any] | N
     return EtcdRendezvousHandler(params, settings)
 
 
+def client_store(endpoint: str, settings: Mapping[str, Any], timeout: float,
+                 ) -> RendezvousStore:
+    """A client of the etcd members at ``endpoint``, for ``pliant status``: every call gives
+    up after ``timeout`` seconds (instead of read_timeout), and it takes no lease."""
+    from pliant_etcd.store import EtcdRendezvousStore
+
+    params = RendezvousParameters("etcd", endpoint, "status", 1, 1)
+    config = config_from(params, settings, replace(Timeouts.from_settings(settings),
+                                                   read_timeout=timeout))
+    return EtcdRendezvousStore(config)
+
+
 @hookimpl
 def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
     return [
@@ -174,6 +188,7 @@ def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
             name="etcd",
             factory=create_handler,
             settings=ETCD_SETTINGS,
+            client_store=client_store,
             description="Elastic rendezvous on an etcd cluster (v3 API); survives the loss of "
                         "any training node and, with 3+ members, of an etcd member.",
         ),
@@ -181,6 +196,7 @@ def pliant_rendezvous_backends() -> Sequence[RendezvousBackend]:
             name="etcd-v2",
             factory=create_handler,
             settings=ETCD_SETTINGS,
+            client_store=client_store,
             description="torchrun's name for its etcd backend, so its command lines run "
                         "unchanged: the same as etcd (pliant speaks etcd's v3 API).",
         ),
