@@ -62,12 +62,12 @@ log = logging.getLogger("pliant_prometheus")
 
 
 def _names(value: Any) -> list[str]:
-    """Items separated by '+' or spaces (commas already separate settings in
-    --metrics-conf), or a TOML list."""
+    """Items separated by '+' (commas already separate settings in --metrics-conf), spaces
+    or commas (in a config file's string), or a TOML list."""
     if isinstance(value, list | tuple):
         items = [parse_str(item).strip() for item in value]
     else:
-        items = re.split(r"[+\s]+", parse_str(value))
+        items = re.split(r"[+,\s]+", parse_str(value))
     return list(dict.fromkeys(item for item in items if item))
 
 
