@@ -167,8 +167,9 @@ class SeriesStore:
 
     A value is dropped, and counted in :attr:`dropped`, when it is not a number a series of
     its kind can take (a counter's must be finite and not negative), when its series would
-    be the ``max_series``-th one, or when its name is a family of another kind already
-    (``a.b`` a gauge and ``a_b_total`` a counter cannot both be ``a_b_total``).
+    be one beyond ``max_series``, or when its name is taken by a family of another kind
+    (the gauge of ``train.step_success_total`` where ``prof``'s counter
+    ``train_step_success_total`` is).
     """
 
     def __init__(self, labels: Sequence[str] = DEFAULT_LABELS,
@@ -196,9 +197,13 @@ class SeriesStore:
                 self.dropped += 1
             return
         with self._lock:
-            route = self._routes.get((data.group_name, data.name))
-            if route is None:
-                route = self._route(data.group_name, data.name)
+            try:
+                route = self._routes.get((data.group_name, data.name))
+                if route is None:
+                    route = self._route(data.group_name, data.name)
+            except Exception:  # a name of the wrong type: never expected
+                log.debug("prometheus: cannot place %r", data, exc_info=True)
+                route = ()
             if not route:
                 self.dropped += 1
             for family in route:
