@@ -485,15 +485,15 @@ def test_hook_that_raises_or_returns_the_wrong_type_is_failed_not_fatal(
       "install a plugin that provides rendezvous backend 'zookeeper'"]),
     (["--nnodes", "2", "--rdzv-backend", "static-tcp"],
      ["unknown rendezvous backend 'static-tcp'", "available: "]),
-    (["--metrics", "prometheus"],
-     ["unknown metric handler 'prometheus' (from flag --metrics)",
-      "available: cloudwatch, console, good, null.",
-      "install a plugin that provides metric handler 'prometheus'"]),
+    (["--metrics", "statsd"],
+     ["unknown metric handler 'statsd' (from flag --metrics)",
+      "available: cloudwatch, console, good, null, prometheus.",
+      "install a plugin that provides metric handler 'statsd'"]),
     (["--events", "nope"],
      ["unknown event handler 'nope' (from flag --events)", "available: cloudwatch, jsonl, null.",
       "install a plugin that provides event handler 'nope'"]),
     (["--timer", "nope"], ["unknown timer backend 'nope' (from flag --timer)"]),
-], ids=["rdzv-zookeeper", "rdzv-static-tcp", "metrics-prometheus", "events-nope", "timer-nope"])
+], ids=["rdzv-zookeeper", "rdzv-static-tcp", "metrics-statsd", "events-nope", "timer-nope"])
 def test_unknown_backend_lists_the_names_and_the_package_to_install(
         make_dist, pliant, script, args, fragments):
     make_dist("pliant-good", "1.2.3", GOOD)

@@ -73,6 +73,7 @@ _PACKAGE_FOR = {
     "etcd": "pliant-etcd",
     "etcd-v2": "pliant-etcd",
     "cloudwatch": "pliant-cloudwatch",
+    "prometheus": "pliant-prometheus",
     "null": "pliant-null",
 }
 
