@@ -635,8 +635,8 @@ def test_listing_names_every_selectable_backend_its_plugin_and_the_defaults(entr
         ["--timer", "local", "builtin (pliant-core 0.1.0)", "yes"],
     ]
     # The default that is missing says where to get it, from a checkout and once released.
-    assert ("--rdzv-backend c10d: not installed; pip install ./plugins/c10d in a checkout of "
-            "pliant (once released: pip install pliant-c10d)") in listing.splitlines()
+    assert ("--rdzv-backend c10d: not installed; from a checkout of pliant, pip install "
+            "./plugins/c10d (once released: pip install pliant-c10d)") in listing.splitlines()
     assert "--metrics and --events: none unless given" in listing.splitlines()
 
 

@@ -326,7 +326,7 @@ def _store(ns: argparse.Namespace) -> int:
     if serve is None:
         raise UsageError(f"the {backend!r} rendezvous backend has no standalone store; "
                          "`pliant store` serves backends whose plugin provides one, such as "
-                         f"c10d ({install_hint('pliant-c10d')})")
+                         f"c10d: {install_hint('pliant-c10d')}")
     serve(ns.host or socket.gethostname(), ns.port)
     return 0
 

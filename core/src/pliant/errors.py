@@ -32,5 +32,5 @@ def install_hint(distribution: str) -> str:
     distributions are on a package index (they are not yet)."""
     folder = ("core" if distribution == "pliant-core"
               else "plugins/" + distribution.removeprefix("pliant-"))
-    return (f"pip install ./{folder} in a checkout of pliant "
+    return (f"from a checkout of pliant, pip install ./{folder} "
             f"(once released: pip install {distribution})")
