@@ -24,12 +24,15 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pliant import config, defaults
 from pliant._version import __version__
 from pliant.errors import PliantError, UsageError, install_hint
 from pliant.settings import parse_bool
+
+if TYPE_CHECKING:
+    from pliant.plugins import PluginManager
 
 __all__ = ["main", "plugins_listing"]
 
@@ -219,7 +222,7 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
                        row[-1]]).rstrip() for row in rows]
 
 
-def plugins_listing(pm: Any, as_json: bool = False) -> str:
+def plugins_listing(pm: PluginManager, as_json: bool = False) -> str:
     """What ``pliant plugins`` prints for the plugins ``pm`` finds.
 
     First the backends, the names ``--rdzv-backend``, ``--metrics``, ``--events`` and

@@ -134,9 +134,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "Place worker logs with the LogsSpecs class of this name in the torchrun.logs_specs "
             "entry-point group, as torchrun does ('default': torch's layout).", metavar="NAME"),
     Setting("node_rank", parse_int(minimum=0), 0,
-            f"This node's rank, 0 to N-1, on the {defaults.RDZV_STATIC!r} rendezvous (which it "
-            "selects on several nodes when no --rdzv-backend is given); elastic backends "
-            "number the nodes themselves and ignore it.", metavar="N"),
+            f"This node's rank, from 0 to --nnodes minus 1, for the {defaults.RDZV_STATIC!r} "
+            "rendezvous (which it selects on several nodes when no --rdzv-backend is given); "
+            "elastic backends number the nodes themselves and ignore it.", metavar="N"),
     Setting("master_addr", parse_str, "127.0.0.1", "Address workers use to reach rank 0.",
             metavar="ADDR"),
     Setting("master_port", _optional(parse_port), None,
