@@ -217,19 +217,21 @@ def test_each_pliant_plugins_example_is_the_real_output(example, fresh_site):
         "that elide nothing)")
 
 
-def test_pliant_plugins_prints_that_listing(fresh_site):
-    """The real command prints what the examples are checked against, text and JSON."""
-    from pliant.cli import plugins_listing
-    from pliant.plugins import PluginManager
-
+def test_pliant_plugins_prints_that_listing(tmp_path):
+    """The real command prints what the examples are checked against, text and JSON: the
+    listing of a PluginManager of every installed plugin (made in a fresh process too, so
+    that nothing this test process registered shows)."""
     for args in ([], ["--json"]):
-        result = subprocess.run([sys.executable, "-m", "pliant", "plugins", *args],
-                                capture_output=True, text=True, timeout=60, cwd=fresh_site)
-        assert result.returncode == 0, result.stderr
-        expected = plugins_listing(PluginManager(), as_json=bool(args))
-        assert result.stdout == expected
-        if args:
-            assert {p["name"] for p in json.loads(result.stdout)} >= {"builtin", "null"}
+        listing = (f"from pliant.cli import plugins_listing; from pliant.plugins import "
+                   f"PluginManager; print(plugins_listing(PluginManager(), {bool(args)}), end='')")
+        command, expected = (subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                            cwd=tmp_path)
+                             for argv in ([sys.executable, "-m", "pliant", "plugins", *args],
+                                          [sys.executable, "-c", listing]))
+        assert command.returncode == 0, command.stderr
+        assert command.stdout == expected.stdout, expected.stderr
+    assert {p["name"] for p in json.loads(command.stdout)} >= {"builtin", "null"}
+    assert command.stdout.startswith("[")
 
 
 def _rewrite() -> None:
