@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,22 +112,36 @@ class Command:
         return f"{self.page.relative_to(REPO)}:{self.lineno}: pip install {' '.join(self.args)}"
 
 
+def _units(page: Path) -> Iterator[tuple[int, str, str | None]]:
+    """The page as (line number, text, fence): a line of a code block with its fence's
+    language, or a paragraph of prose (its lines joined: inline code may wrap) with None."""
+    fence: str | None = None
+    paragraph: list[tuple[int, str]] = []
+    for lineno, line in enumerate([*page.read_text(encoding="utf-8").splitlines(), ""], 1):
+        ends = not line.strip() or line.lstrip().startswith("```")
+        if fence is None and ends and paragraph:
+            yield paragraph[0][0], " ".join(text for _, text in paragraph), None
+            paragraph = []
+        if line.lstrip().startswith("```"):
+            fence = None if fence is not None else line.strip()[3:]
+        elif fence is not None:
+            yield lineno, line, fence
+        elif line.strip():
+            paragraph.append((lineno, line.strip()))
+
+
 def _commands(page: Path) -> list[Command]:
     """Each ``pip install`` on the page: in a code block, on a ``$`` line (typed) or not
     (output); in prose, in inline code (typed)."""
     found = []
-    fence = None
-    for lineno, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
-        if line.lstrip().startswith("```"):
-            fence = None if fence is not None else line.strip()[3:]
-            continue
+    for lineno, text, fence in _units(page):
         if fence is None:  # prose: each inline code span, with the words before it
-            pieces = line.split("`")
+            pieces = text.split("`")
             segments = [(pieces[i - 1], pieces[i]) for i in range(1, len(pieces), 2)]
             typed = True
         else:
-            segments = [("", line)]
-            typed = fence in ("bash", "sh", "shell") or line.startswith("$ ")
+            segments = [("", text)]
+            typed = fence in ("bash", "sh", "shell") or text.startswith("$ ")
         for before, segment in segments:
             # A command ends where the shell or the sentence goes on to something else.
             for part in re.split(r"&&|;|\||\(|\)", segment):
@@ -136,7 +151,7 @@ def _commands(page: Path) -> list[Command]:
                 args = tuple(shlex.split(rest, comments=True))
                 published = PUBLISHED in (before + part).lower()
                 if args:
-                    found.append(Command(page, lineno, line, args, published, typed))
+                    found.append(Command(page, lineno, text, args, published, typed))
     return found
 
 
