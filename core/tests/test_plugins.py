@@ -643,14 +643,15 @@ def test_listing_names_every_selectable_backend_its_plugin_and_the_defaults(entr
 def test_listing_says_why_a_default_is_missing_and_which_names_clash(entry_points):
     from pliant.cli import plugins_listing
 
-    eps = [*entry_points("pliant-c10d", "0.1.0", "import torch_not_here"),
+    # Its entry point names a module of its own: the real pliant_c10d may be imported here.
+    eps = [*entry_points("pliant-c10d", "0.1.0", "", entry_points={"c10d": "c10d_not_here"}),
            *entry_points("pliant-dup-a", "1.0", metric_plugin("dup")),
            *entry_points("pliant-dup-b", "2.5", metric_plugin("dup"))]
     listing = plugins_listing(PluginManager(entry_points=eps)).splitlines()
 
     assert ("--rdzv-backend c10d: it would come from plugin c10d (pliant-c10d 0.1.0), which "
             "failed to load: import failed: ModuleNotFoundError: No module named "
-            "'torch_not_here'") in listing
+            "'c10d_not_here'") in listing
     rows = backend_rows("\n".join(listing))
     assert ["--metrics", "dup", "dup-a (pliant-dup-a 1.0)"] in rows
     assert ["--metrics", "dup", "dup-b (pliant-dup-b 2.5)"] in rows
