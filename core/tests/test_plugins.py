@@ -99,6 +99,8 @@ def test_good_plugin_is_listed_with_its_hooks_distribution_and_version(make_dist
         "hooks": ["pliant_metric_handlers"],
         "status": "loaded",
         "error": None,
+        "backends": [{"kind": "metrics", "flag": "--metrics", "name": "good", "default": False,
+                      "default_when": None, "description": ""}],
     }
     assert plugins["null"]["status"] == "loaded"
     assert plugins["builtin"]["distribution"] == "pliant-core"
@@ -114,7 +116,10 @@ def test_plugins_table_shows_one_row_per_plugin(make_dist, pliant):
     assert result.returncode == 0, result
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["good", "pliant-good", "1.2.3", "loaded", "pliant_metric_handlers"] in rows
-    assert rows[0] == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS"]
+    assert ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS"] in rows
+    # Above the plugins, the names a user selects, with the plugin that provides each.
+    assert rows[0] == ["FLAG", "NAME", "PROVIDED", "BY", "DEFAULT"]
+    assert ["--metrics", "good", "good", "(pliant-good", "1.2.3)"] in rows
 
 
 def test_selected_plugin_gets_its_parsed_settings_and_receives_metrics(
@@ -597,3 +602,76 @@ def test_a_plugin_cannot_take_a_core_name(make_dist, pliant, tmp_path, script):
     # Even once every plugin is loaded (a plugin metric handler is selected), 'embedded'
     # is pliant-core's.
     assert_ran(pliant("run", "--metrics", "null", str(script), env=env))
+
+
+# -- the backends `pliant plugins` lists ----------------------------------------------------
+
+
+def backend_rows(listing: str) -> list[list[str]]:
+    """The rows of the backends table (the first section), split on runs of 2+ spaces."""
+    import re
+
+    rows = [re.split(r"\s{2,}", line) for line in listing.split("\n\n")[0].splitlines()]
+    return [row for row in rows if len(row) > 2]  # not the notes below the table
+
+
+def test_listing_names_every_selectable_backend_its_plugin_and_the_defaults(entry_points):
+    from pliant.cli import plugins_listing
+
+    pm = PluginManager(entry_points=entry_points("pliant-good", "1.2.3", GOOD))
+    listing = plugins_listing(pm)
+
+    rows = backend_rows(listing)
+    assert rows[0] == ["FLAG", "NAME", "PROVIDED BY", "DEFAULT"]
+    assert rows[1:] == [
+        ["--rdzv-backend", "c10d", "(not available)", "yes, with --rdzv-endpoint"],
+        ["--rdzv-backend", "embedded", "builtin (pliant-core 0.1.0)",
+         "yes, on one node without --rdzv-endpoint, or with --standalone"],
+        ["--rdzv-backend", "static", "builtin (pliant-core 0.1.0)",
+         "yes, on several nodes without --rdzv-endpoint, or with --node-rank"],
+        ["--metrics", "console", "builtin (pliant-core 0.1.0)"],
+        ["--metrics", "good", "good (pliant-good 1.2.3)"],
+        ["--events", "jsonl", "builtin (pliant-core 0.1.0)"],
+        ["--timer", "local", "builtin (pliant-core 0.1.0)", "yes"],
+    ]
+    # The default that is missing says where to get it, from a checkout and once released.
+    assert ("--rdzv-backend c10d: not installed; from a checkout of pliant, pip install "
+            "./plugins/c10d (once released: pip install pliant-c10d)") in listing.splitlines()
+    assert "--metrics and --events: none unless given" in listing.splitlines()
+
+
+def test_listing_says_why_a_default_is_missing_and_which_names_clash(entry_points):
+    from pliant.cli import plugins_listing
+
+    # Its entry point names a module of its own: the real pliant_c10d may be imported here.
+    eps = [*entry_points("pliant-c10d", "0.1.0", "", entry_points={"c10d": "c10d_not_here"}),
+           *entry_points("pliant-dup-a", "1.0", metric_plugin("dup")),
+           *entry_points("pliant-dup-b", "2.5", metric_plugin("dup"))]
+    listing = plugins_listing(PluginManager(entry_points=eps)).splitlines()
+
+    assert ("--rdzv-backend c10d: it would come from plugin c10d (pliant-c10d 0.1.0), which "
+            "failed to load: import failed: ModuleNotFoundError: No module named "
+            "'c10d_not_here'") in listing
+    rows = backend_rows("\n".join(listing))
+    assert ["--metrics", "dup", "dup-a (pliant-dup-a 1.0)"] in rows
+    assert ["--metrics", "dup", "dup-b (pliant-dup-b 2.5)"] in rows
+    assert ("--metrics dup: provided twice; selecting it fails until one plugin is disabled "
+            "(--disable-plugins NAME)") in listing
+
+
+def test_plugins_json_gives_each_plugin_its_backends_and_the_defaults(pliant):
+    plugins = listed(pliant("plugins", "--json", "--disable-plugins", "pliant-c10d"))
+
+    builtin = {(b["kind"], b["name"]): b for b in plugins["builtin"]["backends"]}
+    assert set(builtin) == {("rendezvous", "embedded"), ("rendezvous", "static"),
+                            ("metrics", "console"), ("events", "jsonl"), ("timer", "local")}
+    assert builtin["timer", "local"]["default"] is True
+    assert builtin["timer", "local"]["default_when"] is None
+    assert builtin["rendezvous", "embedded"]["default_when"] == (
+        "on one node without --rdzv-endpoint, or with --standalone")
+    assert builtin["metrics", "console"]["default"] is False
+    assert {b["flag"] for b in builtin.values()} == {"--rdzv-backend", "--metrics", "--events",
+                                                     "--timer"}
+    assert plugins["c10d"]["status"] == "disabled" and plugins["c10d"]["backends"] == []
+    assert [(b["name"], b["flag"]) for b in plugins["null"]["backends"]] == [
+        ("null", "--metrics"), ("null", "--events"), ("null", "--timer")]

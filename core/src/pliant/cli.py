@@ -26,14 +26,17 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pliant import config
+from pliant import config, defaults
 from pliant._version import __version__
-from pliant.errors import PliantError, UsageError
+from pliant.errors import PliantError, UsageError, install_hint
 from pliant.settings import parse_bool
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from pliant.plugins import PluginManager
+
+__all__ = ["main", "plugins_listing"]
 
 log = logging.getLogger("pliant")
 
@@ -193,22 +196,91 @@ def _run(ns: argparse.Namespace) -> int:
 
 def _plugins(ns: argparse.Namespace) -> int:
     cfg = _load_config(ns)
-    infos = _plugin_manager(cfg).plugins()
-    if ns.json:
+    print(plugins_listing(_plugin_manager(cfg), as_json=ns.json), end="")
+    return 0
+
+
+#: The setting that selects each kind of backend (``pliant plugins`` shows its flag).
+_SELECTED_BY = {"rendezvous": "rdzv_backend", "metrics": "metrics", "events": "events",
+                "timer": "timer"}
+
+
+def _defaults(kind: str) -> dict[str, str]:
+    """The names ``pliant run`` selects of ``kind`` when its flag is not given, each with
+    when ("" for always), as :mod:`pliant.defaults` and the settings define them."""
+    if kind == "rendezvous":
+        return dict(defaults.RDZV_DEFAULTS)
+    default = next(s for s in config.CORE_SETTINGS if s.name == _SELECTED_BY[kind]).default
+    return {name: "" for name in (default if isinstance(default, tuple) else (default,))
+            if name}
+
+
+def _flag(kind: str) -> str:
+    return "--" + _SELECTED_BY[kind].replace("_", "-")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell; the last one is not padded."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)),
+                       row[-1]]).rstrip() for row in rows]
+
+
+def plugins_listing(pm: PluginManager, as_json: bool = False) -> str:
+    """What ``pliant plugins`` prints for the plugins ``pm`` finds.
+
+    First the backends, the names ``--rdzv-backend``, ``--metrics``, ``--events`` and
+    ``--timer`` take: which plugin provides each and which are the defaults (a default that
+    is not installed is listed too, with where to get it). Then the plugins: distribution,
+    version, status and hooks, and why one did not load. ``as_json``: the plugins as a JSON
+    list, each with the backends it provides."""
+    infos = pm.plugins()
+    backends = pm.backends()
+    if as_json:
         import json
 
-        print(json.dumps([info.as_dict() for info in infos], indent=2))
-        return 0
+        provided: dict[int, list[dict[str, Any]]] = {}
+        for kind, name, registration, info in backends:
+            when = _defaults(kind.key).get(name)
+            provided.setdefault(id(info), []).append({
+                "kind": kind.key, "flag": _flag(kind.key), "name": name,
+                "default": when is not None, "default_when": when or None,
+                "description": registration.description})
+        return json.dumps([{**info.as_dict(), "backends": provided.get(id(info), [])}
+                           for info in infos], indent=2) + "\n"
+    from pliant.plugins import KINDS
+
+    rows: list[tuple[str, ...]] = [("FLAG", "NAME", "PROVIDED BY", "DEFAULT")]
+    notes: list[str] = []
+    none_by_default = []
+    for kind in KINDS.values():
+        flag, chosen = _flag(kind.key), _defaults(kind.key)
+        found = [(name, info.label) for k, name, _, info in backends if k is kind]
+        for name in sorted(set(chosen) - {name for name, _ in found}):
+            found.append((name, "(not available)"))
+            notes.append(f"{flag} {name}: {pm.missing(name)}")
+        for name, label in sorted(found):
+            when = chosen.get(name)
+            default = "" if when is None else "yes" + (f", {when}" if when else "")
+            rows.append((flag, name, label, default))
+        names = [name for name, _ in found]
+        notes += [f"{flag} {name}: provided twice; selecting it fails until one plugin is "
+                  "disabled (--disable-plugins NAME)" for name in sorted(set(names))
+                  if names.count(name) > 1]
+        if not chosen:
+            none_by_default.append(flag)
+    lines = _table(rows) + notes
+    if none_by_default:
+        lines.append(f"{' and '.join(none_by_default)}: none unless given")
+    lines.append("")
     rows = [("NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS")]
-    rows += [(i.name, i.distribution, i.version, i.status, ",".join(i.hooks) or "-") for i in infos]
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[4]]))
+    rows += [(i.name, i.distribution, i.version, i.status, ",".join(i.hooks) or "-")
+             for i in infos]
+    lines += _table(rows)
     for info in infos:
         if info.error:
-            print(f"\n{info.name}: {info.status}: {info.error}")
-    return 0
+            lines += ["", f"{info.name}: {info.status}: {info.error}"]
+    return "\n".join(lines) + "\n"
 
 
 def _show_config(ns: argparse.Namespace) -> int:
@@ -261,7 +333,7 @@ def _store(ns: argparse.Namespace) -> int:
     if serve is None:
         raise UsageError(f"the {backend!r} rendezvous backend has no standalone store; "
                          "`pliant store` serves backends whose plugin provides one, such as "
-                         "c10d (pip install pliant-c10d)")
+                         f"c10d: {install_hint('pliant-c10d')}")
     serve(ns.host or socket.gethostname(), ns.port)
     return 0
 

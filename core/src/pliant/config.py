@@ -92,9 +92,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             metavar="N|MIN:MAX"),
     Setting("nproc_per_node", parse_nproc, 1,
             "Workers per node: an integer, or cpu, gpu or auto.", metavar="N|cpu|gpu|auto"),
-    Setting("rdzv_backend", parse_str, "c10d",
-            "Rendezvous backend (a plugin name); one node with neither --rdzv-backend nor "
-            "--rdzv-endpoint uses 'embedded'.",
+    Setting("rdzv_backend", parse_str, defaults.RDZV_BACKEND,
+            "Rendezvous backend (a plugin name; 'pliant plugins' lists them). Without it: "
+            + "; ".join(f"{name!r} {when}" for name, when in defaults.RDZV_DEFAULTS) + ".",
             metavar="NAME"),
     Setting("rdzv_endpoint", parse_str, "", "Rendezvous endpoint, host[:port].",
             metavar="HOST[:PORT]"),
@@ -133,8 +133,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("logs_specs", _optional(parse_str), None,
             "Place worker logs with the LogsSpecs class of this name in the torchrun.logs_specs "
             "entry-point group, as torchrun does ('default': torch's layout).", metavar="NAME"),
-    Setting("node_rank", parse_int(minimum=0), 0, "This node's rank, for static rendezvous.",
-            metavar="N"),
+    Setting("node_rank", parse_int(minimum=0), 0,
+            f"This node's rank, from 0 to --nnodes minus 1, for the {defaults.RDZV_STATIC!r} "
+            "rendezvous (which it selects on several nodes when no --rdzv-backend is given); "
+            "elastic backends number the nodes themselves and ignore it.", metavar="N"),
     Setting("master_addr", parse_str, "127.0.0.1", "Address workers use to reach rank 0.",
             metavar="ADDR"),
     Setting("master_port", _optional(parse_port), None,

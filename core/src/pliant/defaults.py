@@ -16,6 +16,10 @@ __all__ = [
     "MONITOR_INTERVAL",
     "PRELOAD",
     "PRELOAD_AUTO",
+    "RDZV_BACKEND",
+    "RDZV_DEFAULTS",
+    "RDZV_ONE_NODE",
+    "RDZV_STATIC",
     "RUN_MAX_RESTARTS",
     "SHUTDOWN_TIMEOUT",
     "SIGNALS",
@@ -51,6 +55,21 @@ START_METHOD = "spawn"
 #: The timer backend ``pliant run`` selects when ``--timer`` is not given: pliant-core's own
 #: (the agent's API builds the same one when given no ``timers``).
 TIMER = "local"
+
+#: The rendezvous backend ``pliant run`` selects when neither ``--rdzv-backend`` nor
+#: ``--standalone`` is given depends on the job's shape (pliant.launch.rendezvous_backend
+#: decides): one node without ``--rdzv-endpoint`` needs no server at all; several nodes
+#: without one (or with ``--node-rank``) are torchrun's static command line; otherwise the
+#: endpoint names an elastic rendezvous, ``--rdzv-backend``'s own default.
+RDZV_ONE_NODE = "embedded"
+RDZV_STATIC = "static"
+RDZV_BACKEND = "c10d"
+#: When each of those is the default, in the words ``pliant plugins`` and ``--help`` show.
+RDZV_DEFAULTS = (
+    (RDZV_ONE_NODE, "on one node without --rdzv-endpoint, or with --standalone"),
+    (RDZV_STATIC, "on several nodes without --rdzv-endpoint, or with --node-rank"),
+    (RDZV_BACKEND, "with --rdzv-endpoint"),
+)
 
 #: ``pliant run --preload``: "auto" preloads PRELOAD_AUTO in warm standbys when the script
 #: imports torch (a ``-m`` module: always) and the worker's Python can import it (see

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pliant import events, metrics
+from pliant import defaults, events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant._delivery.context import context, set_context
 from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
@@ -231,16 +231,16 @@ def _select_rendezvous(cfg: Config, pm: PluginManager, backend: str, source: str
 def rendezvous_backend(cfg: Config) -> tuple[str, str]:
     """The rendezvous backend's name and where that choice came from."""
     if cfg["standalone"]:
-        return "embedded", cfg.source("standalone")
+        return defaults.RDZV_ONE_NODE, cfg.source("standalone")
     if cfg.is_set("rdzv_backend"):
         return cfg["rdzv_backend"], cfg.source("rdzv_backend")
     if cfg["nnodes"] == (1, 1):
         if not cfg.is_set("rdzv_endpoint"):
-            return "embedded", "default for one node"
+            return defaults.RDZV_ONE_NODE, "default for one node"
     elif not cfg.is_set("rdzv_endpoint") or cfg.is_set("node_rank"):
         # torchrun's static command line (--node-rank, --master-addr, --master-port): its
         # default backend, and the only one that honours a node rank.
-        return "static", ("default for several nodes without --rdzv-endpoint"
+        return defaults.RDZV_STATIC, ("default for several nodes without --rdzv-endpoint"
                           if not cfg.is_set("rdzv_endpoint") else
                           f"default with --node-rank (from {cfg.source('node_rank')})")
     return cfg["rdzv_backend"], cfg.source("rdzv_backend")

@@ -38,7 +38,7 @@ import pluggy
 import pliant.hookspecs as hookspecs
 from pliant._version import __version__
 from pliant.config import handler_conf, parse_plugin_conf
-from pliant.errors import PliantError, PluginError
+from pliant.errors import PliantError, PluginError, install_hint
 from pliant.registrations import (
     EventBackend,
     MetricBackend,
@@ -59,6 +59,7 @@ __all__ = [
     "Selected",
     "TorchrunCreator",
     "handlers_from_env",
+    "install_hint_for",
 ]
 
 #: torchrun's entry-point groups: rendezvous creators, and LogsSpecs classes.
@@ -67,7 +68,8 @@ TORCHRUN_LOGS_SPECS = "torchrun.logs_specs"
 
 log = logging.getLogger("pliant.sinks")
 
-#: Where a backend name that is not installed can be found.
+#: Where a backend name that is not installed can be found: pliant's own plugins
+#: (tests/test_docs_install.py checks that every backend of plugins/* is here).
 _PACKAGE_FOR = {
     "c10d": "pliant-c10d",
     "etcd": "pliant-etcd",
@@ -379,6 +381,14 @@ class PluginManager:
         self.torchrun_group(TORCHRUN_LOGS_SPECS)
         return list(self._infos.values())
 
+    def backends(self) -> list[tuple[Kind, str, Registration[Any], PluginInfo]]:
+        """Every name a user can select, kind by kind (in :data:`KINDS` order) and by name,
+        with each plugin that provides it: a name provided twice appears twice."""
+        return [(kind, name, registration, info)
+                for kind in KINDS.values()
+                for name, providers in sorted(self.registrations(kind).items())
+                for registration, info in providers]
+
     def registrations(self, kind: Kind) -> dict[str, list[tuple[Registration[Any], PluginInfo]]]:
         """Every backend of one kind, by name, with the plugin(s) providing it."""
         self._scan()
@@ -458,20 +468,35 @@ class PluginManager:
         settings = parse_plugin_conf(conf or {}, registration.settings, owner, conf_source)
         return Selected(registration, info, settings)
 
+    def _suspects(self, name: str) -> list[PluginInfo]:
+        """The plugins that did not load but would provide the backend ``name``."""
+        package = _PACKAGE_FOR.get(name)
+        return [i for i in self._infos.values() if i.status in ("failed", "disabled")
+                and (i.name in (name, f"{TORCHRUN_HANDLERS}:{name}")
+                     or (package and i.distribution == package))]
+
+    @staticmethod
+    def _not_loaded(infos: Iterable[PluginInfo]) -> list[str]:
+        return [f"plugin {info.label}, which " + (f"failed to load: {info.error}"
+                if info.status == "failed" else f"is {info.error}") for info in infos]
+
+    def missing(self, name: str) -> str:
+        """Why no plugin provides the backend ``name``: the plugin that would, and why it
+        did not load; else how to install pliant's plugin that does, if one does."""
+        why = self._not_loaded(self._suspects(name))
+        if why:
+            return "; ".join(f"it would come from {w}" for w in why)
+        hint = install_hint_for(name)
+        return f"not installed; {hint}" if hint else "not installed"
+
     def _unknown(self, kind: Kind, name: str, source: str) -> str:
         available = sorted(self.registrations(kind))
         lines = [f"unknown {kind.label} {name!r} (from {source}); "
                  f"available: {', '.join(available) or 'none'}."]
         package = _PACKAGE_FOR.get(name)
         broken = [i for i in self._infos.values() if i.status == "failed"]
-        # A plugin that did not load but would provide the name: say why, not "install it".
-        suspects = [i for i in self._infos.values() if i.status in ("failed", "disabled")
-                    and (i.name in (name, f"{TORCHRUN_HANDLERS}:{name}")
-                         or (package and i.distribution == package))]
-        for info in suspects:
-            why = (f"failed to load: {info.error}" if info.status == "failed"
-                   else f"is {info.error}")
-            lines.append(f"It would come from plugin {info.label}, which {why}")
+        suspects = self._suspects(name)
+        lines += [f"It would come from {why}" for why in self._not_loaded(suspects)]
         disabled = [i for i in self._infos.values() if i.status == "disabled"
                     and i not in suspects]
         if disabled:
@@ -479,7 +504,7 @@ class PluginManager:
                          + ", ".join(i.label for i in disabled) + ".")
         if not suspects:
             if package:
-                lines.append(f"To use it, install it: pip install {package}")
+                lines.append(f"To use it, install it: {install_hint(package)}")
             else:
                 lines.append(f"To use it, install a plugin that provides {kind.label} {name!r}, "
                              "or choose one of the available names.")
@@ -488,6 +513,12 @@ class PluginManager:
             lines.append("Plugins that failed to load: "
                          + "; ".join(f"{i.label}: {i.error}" for i in others))
         return "\n".join(lines)
+
+
+def install_hint_for(name: str) -> str | None:
+    """How to install the plugin of pliant's that provides the backend ``name``, if one does."""
+    package = _PACKAGE_FOR.get(name)
+    return install_hint(package) if package else None
 
 
 def handlers_from_env(kind: str, environ: Mapping[str, str]) -> list[Any]:

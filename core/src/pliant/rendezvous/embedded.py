@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pliant.errors import ConfigError
+from pliant.errors import ConfigError, install_hint
 from pliant.rendezvous.api import (
     RendezvousClosedError,
     RendezvousHandler,
@@ -84,7 +84,7 @@ def create_embedded_handler(params: RendezvousParameters, settings: Mapping[str,
         raise ConfigError(
             f"the embedded rendezvous runs one node, but --nnodes asks for "
             f"{params.min_nodes}:{params.max_nodes}; for several nodes choose a multi-node "
-            "backend with --rdzv-backend (pip install pliant-c10d)")
+            f"backend with --rdzv-backend, such as c10d: {install_hint('pliant-c10d')}")
     port: Any = params.get("master_port")
     return EmbeddedRendezvousHandler(
         run_id=params.run_id,

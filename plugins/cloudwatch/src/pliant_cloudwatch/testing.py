@@ -13,7 +13,8 @@ with a free port, in a thread of this process, and reads back what arrived::
 :class:`FailingEndpoint` answers every request with one HTTP status (a 500, a 403), to
 see what the handlers do when AWS refuses.
 
-This needs moto's server: ``pip install pliant-cloudwatch[testing]``. pliant itself never
+This needs moto's server: ``pip install './plugins/cloudwatch[testing]'`` in a checkout of
+pliant (once released: ``pip install 'pliant-cloudwatch[testing]'``). pliant itself never
 imports this module.
 """
 

