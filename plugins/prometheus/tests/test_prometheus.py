@@ -392,7 +392,10 @@ def test_a_real_two_worker_run_is_scraped_while_it_trains(tmp_path: Path) -> Non
             samples, types = scrape(url)
             counted = {dict(labels_).get("rank"): value for (name, labels_), value
                        in samples.items() if name == "train_samples_total"}
-            return counted == {"0": 2 * 5 * 16, "1": 2 * 5 * 16}  # both attempts' samples
+            # Both attempts' samples, and the agent's standby count, which it puts when it
+            # refills its standbys, a moment after the workers start.
+            return (counted == {"0": 2 * 5 * 16, "1": 2 * 5 * 16}
+                    and any(name == "pliant_agent_standbys" for name, _ in samples))
 
         def worker(rank: str) -> frozenset[tuple[str, str]]:
             return frozenset({**where, "rank": rank}.items())
