@@ -285,10 +285,17 @@ class LocalElasticAgent:
                 return RunResult(WorkerState.SUCCEEDED, self._return_values(attempt),
                                  restart_count=self._restart_count)
             self._stop(attempt, signal.SIGTERM)
-            if outcome == WorkerState.UNHEALTHY:
+            root = None if outcome == WorkerState.UNHEALTHY else \
+                min(attempt.failures.values(), key=lambda f: f.timestamp)
+            if self._signal_received:  # it came while the group stopped: no new attempt
+                if root is not None:
+                    log.info("[%s] worker group failed (%s); not restarting: stopping on %s",
+                             spec.role, _failure_text(root.as_dict()),
+                             self._signal_received[0].name)
+                self._on_signal()
+            if root is None:
                 end = handler.round_end()
             else:
-                root = min(attempt.failures.values(), key=lambda f: f.timestamp)
                 end = handler.report_failure(root.as_dict(), restart=not self._budget.exhausted)
             if end is None:  # a handler that cannot notify: nodes are waiting to join
                 log.info("[%s] new nodes are waiting; restarting the group to admit them",
@@ -318,10 +325,8 @@ class LocalElasticAgent:
             # next rendezvous (RestartBudget.for_round).
             self._budget = self._budget.after_failure()
             failure = end.failure or {}
-            message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
-            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, %s",
-                     spec.role, failure.get("rank", "?"), failure.get("hostname", "?"), message,
-                     self._budget.progress())
+            log.info("[%s] worker group failed (%s); restarting, %s", spec.role,
+                     _failure_text(failure), self._budget.progress())
             self._emit("restart", reason=end.message[:500], failed_rank=failure.get("rank", -1))
             metrics.put_metric("restarts", 1, "pliant.agent")
         else:
@@ -1047,6 +1052,12 @@ class LocalElasticAgent:
         md.update(metadata)
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
+
+
+def _failure_text(failure: dict[str, Any]) -> str:
+    """A failure, as the console's restart line names it: ``rank 1 on vm: <message>``."""
+    message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
+    return f"rank {failure.get('rank', '?')} on {failure.get('hostname', '?')}: {message}"
 
 
 def assign_ranks(sizes: Sequence[int], roles: Sequence[str], group_rank: int,
