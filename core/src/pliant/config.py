@@ -194,7 +194,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("debug", parse_bool, False, "Show tracebacks and debug logs.", is_flag=True),
     Setting("quiet", parse_bool, False,
             "Print none of pliant's own information lines (the start line, the summary, "
-            "restarts, rendezvous rounds); warnings, errors and the failure report still show.",
+            "restarts, rendezvous rounds); warnings, errors, the failure report and the line "
+            "a signal prints still show.",
             short=("-q",), is_flag=True),
 )
 
