@@ -140,11 +140,32 @@ def test_start_line_on_several_nodes_names_the_endpoint_and_the_node_count(
         assert agent.wait(timeout=120) == 0, agent.describe()
     for agent in agents:
         first = agent.stderr.splitlines()[0]
-        assert first.endswith(f"starting 1 worker on this node of 2 (rendezvous c10d at "
-                              f"{pliant_store}, run 'fb{os.getpid()}')"), agent.describe()
+        assert first.endswith(f"starting 1 worker on this node, one of 2 nodes (rendezvous "
+                              f"c10d at {pliant_store}, run 'fb{os.getpid()}')"), \
+            agent.describe()
         assert re.search(rf"\[pliant\] succeeded in {WALL}, on attempt 1 of 1 \(restart "
                          r"count 0\)$", agent.stderr.rstrip("\n").splitlines()[-1]), \
             agent.describe()
+
+
+def test_start_line_comes_before_the_rendezvous_waits_for_other_nodes(
+        start_agent: StartAgent, pliant_store: str, flaky: Path) -> None:
+    # Nobody else joins: the start line is out all the same, and a signal ends the wait.
+    agent = start_agent("lone", "run", "--nnodes", "2:3", "--nproc-per-node", "2",
+                        "--rdzv-backend", "c10d", "--rdzv-endpoint", pliant_store,
+                        "--rdzv-id", f"fbw{os.getpid()}", str(flaky))
+    wait_for(lambda: "starting" in agent.stderr)
+    first = agent.stderr.splitlines()[0]
+    assert first.endswith(f"starting 2 workers on this node, one of 2-3 nodes (rendezvous "
+                          f"c10d at {pliant_store}, run 'fbw{os.getpid()}')"), agent.describe()
+    assert agent.returncode is None  # still waiting for a second node
+    wait_for(lambda: "1 joined (min 2, max 3)" in agent.stderr)  # in the rendezvous now
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=60) == 128 + signal.SIGTERM, agent.describe()
+    assert agent.stdout == ""  # no worker ever ran
+    assert re.fullmatch(rf"\[pliant\] interrupted by SIGTERM in {WALL}, on attempt 1 of 1 "
+                        r"\(restart count 0\); exit code 143", _own(agent.stderr)[-1]), \
+        agent.describe()
 
 
 def test_a_configuration_mistake_comes_without_a_start_line(flaky: Path) -> None:

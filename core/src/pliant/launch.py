@@ -220,8 +220,8 @@ def _run_dir(cfg: Config, run_id: str) -> str | None:
 def _start_line(cfg: Config, nproc: int, backend: str, run_id: str, run_dir: str | None) -> str:
     """The run's first line: what starts, where they meet, where their logs go."""
     min_nodes, max_nodes = cfg["nnodes"]
-    nodes = "" if max_nodes == 1 else \
-        f" on this node of {min_nodes if min_nodes == max_nodes else f'{min_nodes}-{max_nodes}'}"
+    nodes = "" if max_nodes == 1 else " on this node, one of " + (
+        f"{max_nodes}" if min_nodes == max_nodes else f"{min_nodes}-{max_nodes}") + " nodes"
     where = [f"rendezvous {backend}"]
     if cfg["rdzv_endpoint"]:
         where[0] += f" at {cfg['rdzv_endpoint']}"
