@@ -42,6 +42,13 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def without_own_lines(stderr: str) -> str:
+    """``pliant run``'s stderr without pliant's own ``[pliant] `` lines (its start line comes
+    before anything can fail at the rendezvous): what is left starts with the error."""
+    return "".join(line for line in stderr.splitlines(keepends=True)
+                   if not line.startswith("[pliant] "))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from pliant_e2e import Agent, pid_alive, run_pliant, wait_for
+from pliant_e2e import Agent, pid_alive, run_pliant, wait_for, without_own_lines
 from pliant_etcd.testing import EtcdCluster
 from test_multinode import (
     FAST,
@@ -409,7 +409,7 @@ def test_wrong_password_is_refused_without_showing_it(auth_etcd: EtcdCluster,
     assert wrong not in result.stdout + result.stderr, result.stderr
     if not debug:
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("pliant: error:"), result.stderr
+        assert without_own_lines(result.stderr).startswith("pliant: error:"), result.stderr
         assert "Traceback" not in result.stderr
 
 

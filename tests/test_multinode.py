@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pliant_e2e import WORKERS, Agent, free_port, pid_alive, run_pliant, wait_for
+from pliant_e2e import (
+    WORKERS,
+    Agent,
+    free_port,
+    pid_alive,
+    run_pliant,
+    wait_for,
+    without_own_lines,
+)
 
 StartAgent = Callable[..., Agent]
 
@@ -300,7 +308,7 @@ def test_unreachable_endpoint_prints_only_pliants_error(free_port: int) -> None:
                         "is_host=false,read_timeout=1", WORKER, timeout=60)
     # Not preceded by torch's C++ log of the failed connect and its stack trace.
     assert result.returncode == 2
-    assert result.stderr.startswith("pliant: error:"), result.stderr
+    assert without_own_lines(result.stderr).startswith("pliant: error:"), result.stderr
     assert "frame #" not in result.stderr and "Exception raised from" not in result.stderr
 
 

@@ -162,7 +162,7 @@ def _load_config(ns: argparse.Namespace) -> config.Config:
     elif os.environ.get("PLIANT_CONFIG"):
         explicit = (os.environ["PLIANT_CONFIG"], "env PLIANT_CONFIG")
     cfg = config.load(flags, os.environ, Path.cwd(), explicit)
-    _setup_logging(cfg["debug"])
+    _setup_logging(cfg["debug"], cfg["quiet"])
     for warning in cfg.warnings:
         log.warning("%s", warning)
     return cfg
@@ -185,7 +185,6 @@ def _run(ns: argparse.Namespace) -> int:
         raise UsageError("pliant run needs the script to launch, as torchrun does: "
                          "pliant run --nproc-per-node 2 train.py [ARGS...]")
     cfg = _load_config(ns)
-    _setup_logging(cfg["debug"])
     prepared = launch.prepare(cfg, ns.training_script, ns.training_script_args,
                               _plugin_manager(cfg))
     return prepared.run()
@@ -413,9 +412,11 @@ def _status(ns: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="[pliant] %(message)s", stream=sys.stderr)
+def _setup_logging(debug: bool, quiet: bool = False) -> None:
+    """pliant's lines on stderr, ``[pliant] `` first; ``--quiet``: warnings and errors only
+    (``--debug`` wins). The first call decides."""
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="[pliant] %(message)s", stream=sys.stderr)
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:

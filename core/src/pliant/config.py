@@ -194,6 +194,11 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("no_plugins", parse_bool, False,
             "Load no plugins from entry points; only pliant-core's built-ins.", is_flag=True),
     Setting("debug", parse_bool, False, "Show tracebacks and debug logs.", is_flag=True),
+    Setting("quiet", parse_bool, False,
+            "Print none of pliant's own information lines (the start line, the summary, "
+            "restarts, rendezvous rounds); warnings, errors, the failure report and the line "
+            "a signal prints still show.",
+            short=("-q",), is_flag=True),
 )
 
 _BY_NAME = {setting.name: setting for setting in CORE_SETTINGS}

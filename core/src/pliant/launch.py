@@ -6,6 +6,11 @@ rendezvous backend and its parameters, the metric and event handlers and the tim
 (:func:`choices`, which ``pliant config`` shows too, unbuilt), the
 :class:`~pliant.agent.WorkerSpec` and the :class:`~pliant.agent.LocalElasticAgent`.
 :meth:`Launch.run` runs it and turns the result into the process's exit code.
+
+What the run prints of its own is two lines on stderr, through the ``pliant`` logger (at
+INFO, so that ``--quiet`` hides them): the **start line**, as soon as the command line is
+checked and before anything slow (plugins, the rendezvous, the workers' imports), naming
+what starts; and the **summary**, last, with the outcome, the attempts and the wall time.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +29,11 @@ from typing import Any
 from pliant import defaults, events, metrics
 from pliant._bootstrap import COMMAND as BOOTSTRAP
 from pliant._delivery.context import context, set_context
+from pliant._version import __version__
 from pliant.agent import LocalElasticAgent, SignalException, WorkerSpec
+from pliant.agent.logs import make_run_dir
 from pliant.agent.report import exit_code, format_report, signal_exit_code
+from pliant.agent.restarts import RestartBudget
 from pliant.config import Config, handler_conf, parse_plugin_conf
 from pliant.errors import ConfigError, PluginError, UsageError
 from pliant.plugins import PluginManager, Selected, TorchrunCreator
@@ -56,31 +66,52 @@ class Launch:
     spec: WorkerSpec
     agent: LocalElasticAgent
     torchrun_exit_code: bool = False  #: --exit-code torchrun: every failure exits 1
+    started: float = 0.0  #: time.monotonic() at the start line, for the summary's wall time
 
     def run(self) -> int:
-        """Run the agent; the exit code for the process (a failure's report on stderr)."""
+        """Run the agent; the exit code for the process (a failure's report on stderr), after
+        the summary line."""
         assert self.spec.rdzv_handler is not None
         try:
             result = self.agent.run()
         except SignalException as exc:
-            return 1 if self.torchrun_exit_code else signal_exit_code(exc.sigval)
+            code = 1 if self.torchrun_exit_code else signal_exit_code(exc.sigval)
+            outcome, why = f"interrupted by {exc.sigval.name}", ""
         except RendezvousError as exc:
             # The workers are stopped; a rendezvous failure is the job's failure, not a usage
             # error.
             print(f"pliant: rendezvous error: {exc}", file=sys.stderr)
-            return 1
+            code, outcome, why = 1, "failed", ": rendezvous error"
+        else:
+            code, outcome, why = 0, "succeeded", ""
+            if result.is_failed():
+                print(format_report(result, os.path.basename(self.script), self.run_id),
+                      file=sys.stderr)
+                root = result.root_cause()
+                code = 1 if self.torchrun_exit_code else exit_code(root)
+                outcome, why = "failed", "" if root is None else (
+                    f": rank {root.global_rank} on {root.hostname} "
+                    + (f"killed by {root.signal}" if root.signal else
+                       f"exited with code {root.exitcode}"))
         finally:
+            # Before the summary: on several nodes it may wait for the others to finish.
             self.spec.rdzv_handler.shutdown()
-        if result.is_failed():
-            print(format_report(result, os.path.basename(self.script), self.run_id),
-                  file=sys.stderr)
-            return 1 if self.torchrun_exit_code else exit_code(result.root_cause())
-        return 0
+        # The run's last line: how it ended, in how long, on which attempt (as the restart
+        # lines count them), and why, for a failure.
+        attempt = RestartBudget(self.spec.max_restarts, self.agent.restart_count).progress()
+        log.info("%s in %s, on %s%s%s", outcome, _duration(time.monotonic() - self.started),
+                 attempt, why, f"; exit code {code}" if code else "")
+        return code
 
 
 def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginManager) -> Launch:
     """Everything ``pliant run SCRIPT ARGS`` needs, built; no worker started yet. A mistake
     in the configuration raises (ConfigError, UsageError, PluginError) before anything is.
+    The start line is logged once every setting is checked and the handlers are built (the
+    plugins they select are loaded for that, which takes milliseconds unless a plugin imports
+    torch at its top), and before what may be slow: the rendezvous handler (which may start
+    or reach a store), the rendezvous itself (which may wait for other nodes) and the
+    workers' own imports.
 
     The handlers built are also this process's (:func:`pliant.metrics.configure`): the
     agent's own records, and the rendezvous handler's, go to them as the workers' do.
@@ -94,12 +125,12 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
                           f"{visible!r}, which lists fewer; list one per worker, or run fewer")
     entrypoint, args = _entrypoint(cfg, script, script_args)
     chosen = choices(cfg, pm)
+    logs_specs = _logs_specs(cfg, pm)
     built: dict[str, list[Any]] = {"metrics": [], "events": [], "timer": []}
     for choice in chosen[1:]:
         built[choice.kind].append(choice.selected.create())
     metrics.configure(built["metrics"])
     events.configure(built["events"])
-
     backend = chosen[0].selected.registration.name
     if backend != "static" and cfg.is_set("node_rank") and cfg["node_rank"] != 0:
         logging.getLogger("pliant").warning(
@@ -108,6 +139,25 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     run_id = cfg["rdzv_id"]
     if run_id == "none" and backend == "embedded":
         run_id = os.urandom(6).hex()
+    run_dir = _run_dir(cfg, run_id)
+    started = time.monotonic()
+    log.info("%s", _start_line(cfg, nproc, backend, run_id, run_dir))
+    try:
+        return _build(cfg, chosen[0], built, logs_specs, nproc, (entrypoint, args), run_id,
+                      run_dir, script, started)
+    except BaseException:
+        if run_dir is not None:  # nothing ran: leave no empty folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _build(cfg: Config, rendezvous: Choice, built: dict[str, list[Any]], logs_specs: Any,
+           nproc: int, command: tuple[str, list[str]], run_id: str, run_dir: str | None,
+           script: str, started: float) -> Launch:
+    """The part of :func:`prepare` after the start line: the rendezvous handler (a backend
+    may start or reach its store here), the spec and the agent."""
+    entrypoint, args = command
+    backend = rendezvous.selected.registration.name
     set_context(run_id=run_id, role=cfg["role"], rank=None)  # the agent's own records' tags
     min_nodes, max_nodes = cfg["nnodes"]
     extra: dict[str, Any] = {k: cfg[k] for k in ("master_addr", "master_port", "node_rank")
@@ -120,7 +170,7 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     spec = WorkerSpec(
         role=cfg["role"],
         local_world_size=nproc,
-        rdzv_handler=chosen[0].selected.create(params),
+        rdzv_handler=rendezvous.selected.create(params),
         entrypoint=entrypoint,
         args=tuple(args),
         max_restarts=cfg["max_restarts"],
@@ -138,15 +188,66 @@ def prepare(cfg: Config, script: str, script_args: Sequence[str], pm: PluginMana
     # The workers' records reach the handlers through the agent (its relay); they only need
     # the node's name for their tags.
     spec.env["PLIANT_NODE"] = context()["node"]
-    agent = LocalElasticAgent(spec, _logs_specs(cfg, pm), start_method=cfg["start_method"],
+    agent = LocalElasticAgent(spec, logs_specs, start_method=cfg["start_method"],
                               signals_to_handle=cfg["signals_to_handle"],
                               timers=built["timer"],  # the agent starts and stops them
                               metric_handlers=built["metrics"], event_handlers=built["events"],
                               preload=cfg["preload"],
                               # On several nodes the standbys' imports overlap the rendezvous.
                               standbys_early=max_nodes > 1,
-                              standby_delay=cfg["standby_delay"])
-    return Launch(run_id, script, spec, agent, cfg["exit_code"] == "torchrun")
+                              standby_delay=cfg["standby_delay"],
+                              run_dir=run_dir,
+                              shutdown_timeout_source=cfg.source("shutdown_timeout"))
+    return Launch(run_id, script, spec, agent, cfg["exit_code"] == "torchrun", started)
+
+
+def _run_dir(cfg: Config, run_id: str) -> str | None:
+    """The folder of this run's worker logs and error files, made now so that the start line
+    can name it; None where nothing is kept there (the agent makes a temporary one) or a
+    ``--logs-specs`` class places the logs."""
+    if cfg["logs_specs"] is not None or not (cfg["log_dir"] is not None or cfg["redirects"]
+                                             or cfg["tee"]):
+        return None
+    try:
+        return make_run_dir(run_id, cfg["log_dir"])
+    except OSError as exc:
+        raise ConfigError(f"cannot create the worker log folder in log_dir "
+                          f"{cfg['log_dir'] or tempfile.gettempdir()!r} (from "
+                          f"{cfg.source('log_dir')}): {exc.strerror or exc}; choose a folder you "
+                          "can write to") from None
+
+
+def _start_line(cfg: Config, nproc: int, backend: str, run_id: str, run_dir: str | None) -> str:
+    """The run's first line: what starts, where they meet, where their logs go."""
+    min_nodes, max_nodes = cfg["nnodes"]
+    nodes = "" if max_nodes == 1 else " on this node, one of " + (
+        f"{max_nodes}" if min_nodes == max_nodes else f"{min_nodes}-{max_nodes}") + " nodes"
+    where = [f"rendezvous {backend}"]
+    if cfg["rdzv_endpoint"]:
+        where[0] += f" at {cfg['rdzv_endpoint']}"
+    elif cfg["master_port"] is not None and max_nodes > 1:
+        where[0] += f" at {cfg['master_addr']}:{cfg['master_port']}"
+    where.append(f"run {run_id!r}")
+    if cfg["max_restarts"]:
+        where.append(f"up to {cfg['max_restarts']} restart{'s' * (cfg['max_restarts'] > 1)}")
+    line = (f"pliant {__version__}: starting {nproc} worker{'s' * (nproc > 1)}{nodes} "
+            f"({', '.join(where)})")
+    if run_dir is not None:
+        line += f"; worker logs in {run_dir}"
+    elif cfg["logs_specs"] is not None:
+        line += f"; worker logs placed by logs specs {cfg['logs_specs']!r}"
+        line += f" in {cfg['log_dir']}" if cfg["log_dir"] else ""
+    return line
+
+
+def _duration(seconds: float) -> str:
+    """A wall time as a person reads it: 0.42 s, 12.3 s, 5 min 03 s, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.{2 if seconds < 10 else 1}f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _logs_specs(cfg: Config, pm: PluginManager) -> Any:

@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -42,7 +41,7 @@ from pliant.agent.api import (
     std_for,
 )
 from pliant.agent.health import HEALTH_CHECK_PORT_ENV, HealthCheckServer
-from pliant.agent.logs import LogsDest, LogsSpecs
+from pliant.agent.logs import LogsDest, LogsSpecs, make_run_dir
 from pliant.agent.output import STDERR, STDOUT, StreamRoute, line_prefix, route_stream
 from pliant.agent.processes import WorkerProcess, signal_tree
 from pliant.agent.restarts import RestartBudget, attempt_folder
@@ -123,6 +122,10 @@ class LocalElasticAgent:
     waits for other nodes (``pliant run`` does on several nodes); otherwise they start
     ``standby_delay`` seconds into a group started cold, so that a short job is never slowed
     by them and a long one restarts warm. After a warm start, replacements start at once.
+    ``run_dir``: the folder for this run's per-attempt files, made (and kept) by the caller
+    (``pliant run`` makes it before its start line, which names it); by default the agent
+    makes one when it runs. ``shutdown_timeout_source``: where ``shutdown_timeout`` was set
+    (``"flag --shutdown-timeout"``), named by the line a handled signal prints.
     """
 
     def __init__(
@@ -144,6 +147,8 @@ class LocalElasticAgent:
         preload: Sequence[str] = (),
         standbys_early: bool = False,
         standby_delay: float = STANDBY_DELAY,
+        run_dir: str | None = None,
+        shutdown_timeout_source: str | None = None,
     ) -> None:
         if logs_specs is not None and not callable(getattr(logs_specs, "reify", None)):
             raise TypeError(f"LocalElasticAgent(spec, {logs_specs!r}): the second argument is "
@@ -167,8 +172,11 @@ class LocalElasticAgent:
         self._worker_group = WorkerGroup(spec)
         self._budget = RestartBudget(spec.max_restarts)
         self._hostname = socket.gethostname()
+        self._given_run_dir = run_dir
         self._run_dir = ""
         self._keep_run_dir = spec.log_dir is not None and logs_specs is None
+        self._shutdown_timeout_source = shutdown_timeout_source
+        self._stop_announced = False  # the line a handled signal prints, printed once
         self._selector: selectors.BaseSelector | None = None
         self._attempt: _Attempt | None = None
         self._signal_received: list[signal.Signals] = []
@@ -203,20 +211,27 @@ class LocalElasticAgent:
         """The current attempt's number (see :mod:`pliant.agent.restarts`)."""
         return self._budget.used
 
+    @property
+    def restart_count(self) -> int:
+        """The restart count of the current (or last) attempt: 0 for the first, one more
+        after each restarted failure, also when :meth:`run` ended by a signal."""
+        return self._budget.used
+
     # -- the run -----------------------------------------------------------------
 
     def run(self, role: str = "default") -> RunResult:
         spec = self._spec
         assert spec.rdzv_handler is not None
         run_id = spec.rdzv_handler.get_run_id()
-        if spec.log_dir is not None and self._logs_specs is None:  # else it places the logs
-            os.makedirs(spec.log_dir, exist_ok=True)
-            self._run_dir = tempfile.mkdtemp(prefix=f"{run_id}_", dir=spec.log_dir)
+        if self._given_run_dir is not None:  # the caller made it, and named it
+            self._run_dir, self._keep_run_dir = self._given_run_dir, True
         else:
-            self._run_dir = tempfile.mkdtemp(prefix=f"pliant-{run_id}-")
-            self._keep_run_dir = self._logs_specs is None and bool(spec.redirects or spec.tee)
-        if self._keep_run_dir:
-            log.info("worker logs: %s", self._run_dir)
+            self._keep_run_dir = self._logs_specs is None and bool(
+                spec.log_dir is not None or spec.redirects or spec.tee)
+            self._run_dir = make_run_dir(run_id, None if self._logs_specs is not None
+                                         else spec.log_dir)
+            if self._keep_run_dir:
+                log.info("worker logs: %s", self._run_dir)
         self._selector = selectors.DefaultSelector()
         try:
             self._start_health_check()
@@ -270,10 +285,17 @@ class LocalElasticAgent:
                 return RunResult(WorkerState.SUCCEEDED, self._return_values(attempt),
                                  restart_count=self._restart_count)
             self._stop(attempt, signal.SIGTERM)
-            if outcome == WorkerState.UNHEALTHY:
+            root = None if outcome == WorkerState.UNHEALTHY else \
+                min(attempt.failures.values(), key=lambda f: f.timestamp)
+            if self._signal_received:  # it came while the group stopped: no new attempt
+                if root is not None:
+                    log.info("[%s] worker group failed (%s); not restarting: stopping on %s",
+                             spec.role, _failure_text(root.as_dict()),
+                             self._signal_received[0].name)
+                self._on_signal()
+            if root is None:
                 end = handler.round_end()
             else:
-                root = min(attempt.failures.values(), key=lambda f: f.timestamp)
                 end = handler.report_failure(root.as_dict(), restart=not self._budget.exhausted)
             if end is None:  # a handler that cannot notify: nodes are waiting to join
                 log.info("[%s] new nodes are waiting; restarting the group to admit them",
@@ -303,10 +325,8 @@ class LocalElasticAgent:
             # next rendezvous (RestartBudget.for_round).
             self._budget = self._budget.after_failure()
             failure = end.failure or {}
-            message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
-            log.info("[%s] worker group failed (rank %s on %s: %s); restarting, %s",
-                     spec.role, failure.get("rank", "?"), failure.get("hostname", "?"), message,
-                     self._budget.progress())
+            log.info("[%s] worker group failed (%s); restarting, %s", spec.role,
+                     _failure_text(failure), self._budget.progress())
             self._emit("restart", reason=end.message[:500], failed_rank=failure.get("rank", -1))
             metrics.put_metric("restarts", 1, "pliant.agent")
         else:
@@ -829,18 +849,25 @@ class LocalElasticAgent:
             proc.send(sig)
         deadline = time.monotonic() + self._spec.shutdown_timeout
         waiting = {i for i, p in enumerate(attempt.procs) if p.returncode is None}
-        signals_before = len(self._signal_received)
+        forced = False
         while waiting and (left := deadline - time.monotonic()) > 0:
             for local_rank in self._next_events(left):
                 waiting.discard(local_rank)
                 attempt.procs[local_rank].reap()
-            if signals_before and len(self._signal_received) > signals_before:
-                log.info("second signal: killing the workers now")
-                break  # a second Ctrl-C does not wait out --shutdown-timeout
+            if self._signal_received:  # also one that came while a failed group stops
+                self._announce_stop(self._signal_received[0])
+            if len(self._signal_received) > 1:
+                # A second Ctrl-C does not wait out --shutdown-timeout, whichever stop it
+                # interrupts (the first one's, or a failed group's).
+                log.warning("second signal (%s): killing the workers now (SIGKILL)",
+                            self._signal_received[-1].name)
+                forced = True
+                break
         for proc in attempt.procs:
             if proc.returncode is None:
-                log.warning("worker pid %d is still running after signal %d; sending SIGKILL",
-                            proc.pid, sig)
+                if not forced:  # after a second signal, the line above said so
+                    log.warning("worker pid %d is still running after signal %d; sending "
+                                "SIGKILL", proc.pid, sig)
                 proc.send(signal.SIGKILL)
                 proc.reap()
             signal_tree(proc.pid, signal.SIGKILL)  # what the worker left behind in its group
@@ -945,10 +972,27 @@ class LocalElasticAgent:
 
     def _on_signal(self) -> None:
         sig = self._signal_received[0]
-        log.info("received %s; forwarding it to the workers and stopping", sig.name)
         if self._attempt is not None:
+            self._announce_stop(sig, forwarded=True)
             self._stop(self._attempt, sig)
         raise SignalException(f"agent received {sig.name}", sig)
+
+    def _announce_stop(self, sig: signal.Signals, forwarded: bool = False) -> None:
+        """Say once, when the first handled signal is seen, what happens next: how long the
+        workers have, where that is set, and that a second signal cuts the wait short.
+        A warning, so that ``--quiet`` shows it too: it answers what the user just did."""
+        if self._stop_announced:
+            return
+        self._stop_announced = True
+        timeout = self._spec.shutdown_timeout
+        source = self._shutdown_timeout_source
+        where = ("shutdown_timeout" if source is None else
+                 "the default of --shutdown-timeout" if source == "default" else
+                 f"shutdown_timeout from {source}")
+        again = "Ctrl-C again" if sig == signal.SIGINT else "a second signal"
+        log.warning("received %s%s; waiting up to %g s (%s) for them to exit, then SIGKILL; "
+                    "%s kills them at once", sig.name, ", passed on to the workers" if forwarded
+                    else " while the workers stop", timeout, where, again)
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -1009,6 +1053,12 @@ class LocalElasticAgent:
         md.update(metadata)
         events.record(events.Event(name=f"pliant.agent.{name}",
                                    source=events.EventSource.AGENT, metadata=md))
+
+
+def _failure_text(failure: dict[str, Any]) -> str:
+    """A failure, as the console's restart line names it: ``rank 1 on vm: <message>``."""
+    message = (str(failure.get("message") or "?").splitlines() or ["?"])[0][:200]
+    return f"rank {failure.get('rank', '?')} on {failure.get('hostname', '?')}: {message}"
 
 
 def assign_ranks(sizes: Sequence[int], roles: Sequence[str], group_rank: int,

@@ -22,9 +22,19 @@ from dataclasses import dataclass, field
 from pliant.agent.api import Std, Streams, std_for
 from pliant.errorfile import ERROR_FILE_ENV
 
-__all__ = ["DefaultLogsSpecs", "LogsDest", "LogsSpecs"]
+__all__ = ["DefaultLogsSpecs", "LogsDest", "LogsSpecs", "make_run_dir"]
 
 log = logging.getLogger("pliant.agent")
+
+
+def make_run_dir(run_id: str, log_dir: str | None) -> str:
+    """A new folder for one run's per-attempt files: ``<log_dir>/<run_id>_<random>`` (torch's
+    layout), or a temporary ``pliant-<run_id>-<random>`` without ``log_dir``. Made by the
+    agent when it runs, or before by ``pliant run``, whose start line names it."""
+    if log_dir is None:
+        return tempfile.mkdtemp(prefix=f"pliant-{run_id}-")
+    os.makedirs(log_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{run_id}_", dir=log_dir)
 
 
 @dataclass
