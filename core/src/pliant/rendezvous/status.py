@@ -341,10 +341,10 @@ def open_and_read(open_store: Callable[[], RendezvousStore], backend: str, endpo
 
 def _unreachable(backend: str, endpoint: str, run_id: str, timeout: float,
                  exc: BaseException) -> str:
+    # The backend's own error already says what to check about the endpoint and its store.
     return (f"cannot read run {run_id!r}: the {backend} rendezvous store at {endpoint} did not "
-            f"answer within --timeout {timeout:g}s ({exc}). Check --rdzv-endpoint and "
-            "--rdzv-backend (the job's), and that its store is up: a c10d store lives as long "
-            "as the agent hosting it or `pliant store`")
+            f"answer within --timeout {timeout:g}s: {exc}; and check that --rdzv-backend is "
+            "the job's")
 
 
 # -- output -------------------------------------------------------------------------------------
