@@ -23,7 +23,8 @@ What is here, by use:
   :data:`ELASTIC_SETTINGS` and :class:`Timeouts` (its settings, and its timing built once
   from them), :func:`parse_conf` (settings of a handler built by hand),
   :class:`RendezvousParameters`, :class:`RendezvousInfo`, :class:`RoundEnd`, and the endpoint
-  helpers :func:`members`, :func:`split_scheme`, :func:`split_host_port`, :func:`free_port`;
+  helpers :func:`members`, :func:`split_scheme`, :func:`split_host_port`, :func:`free_port`
+  and :func:`bindable_here`;
 * **written for torch**: :func:`as_pliant_handler` (and :class:`TorchHandler`), which lets
   pliant's agent run a rendezvous handler of torch's kind, and :class:`LogsSpecs`,
   :class:`DefaultLogsSpecs`, :class:`LogsDest` and :class:`Std`, to write a
@@ -76,7 +77,13 @@ if TYPE_CHECKING:
     )
     from pliant.rendezvous.conf import ELASTIC_SETTINGS, Timeouts, parse_conf
     from pliant.rendezvous.elastic import ElasticRendezvousHandler
-    from pliant.rendezvous.net import free_port, members, split_host_port, split_scheme
+    from pliant.rendezvous.net import (
+        bindable_here,
+        free_port,
+        members,
+        split_host_port,
+        split_scheme,
+    )
     from pliant.rendezvous.registry import TorchHandler, as_pliant_handler
     from pliant.rendezvous.store import Beat, RendezvousStore
     from pliant.settings import (
@@ -115,7 +122,8 @@ _SOURCES: dict[str, tuple[str, ...]] = {
                               "RendezvousStateError", "RendezvousTimeoutError", "RoundEnd"),
     "pliant.rendezvous.conf": ("ELASTIC_SETTINGS", "Timeouts", "parse_conf"),
     "pliant.rendezvous.elastic": ("ElasticRendezvousHandler",),
-    "pliant.rendezvous.net": ("free_port", "members", "split_host_port", "split_scheme"),
+    "pliant.rendezvous.net": ("bindable_here", "free_port", "members", "split_host_port",
+                              "split_scheme"),
     "pliant.rendezvous.registry": ("TorchHandler", "as_pliant_handler"),
     "pliant.rendezvous.store": ("Beat", "RendezvousStore"),
     "pliant.settings": ("Setting", "parse_bool", "parse_choice", "parse_float", "parse_int",
@@ -179,6 +187,7 @@ __all__ = [
     "TorchHandler",
     "UsageError",
     "as_pliant_handler",
+    "bindable_here",
     "free_port",
     "hookimpl",
     "members",

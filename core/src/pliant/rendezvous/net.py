@@ -8,10 +8,12 @@ mean the same thing everywhere.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
 from pliant.errors import ConfigError
 
-__all__ = ["first_host", "free_port", "members", "route_addr", "split_host_port", "split_scheme"]
+__all__ = ["bindable_here", "first_host", "free_port", "members", "route_addr", "split_host_port",
+           "split_scheme"]
 
 
 def members(endpoint: str) -> list[str]:
@@ -51,6 +53,20 @@ def split_host_port(member: str, default_port: int, endpoint: str | None = None,
         raise ConfigError(f"--rdzv-endpoint {whole!r}: port {port_text!r} is not a number "
                           "from 1 to 65535")
     return host, int(port_text)
+
+
+def bindable_here(addresses: Iterable[str]) -> bool:
+    """Whether one of the IP ``addresses`` belongs to this machine: it can be bound here. How
+    a node tells that an endpoint names itself (it then hosts the store), whatever the name."""
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((addr, 0))
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def first_host(endpoint: str) -> str:

@@ -50,7 +50,7 @@ from pliant.rendezvous.api import (
     RendezvousTimeoutError,
     RoundEnd,
 )
-from pliant.rendezvous.net import split_host_port
+from pliant.rendezvous.net import bindable_here, split_host_port
 from pliant.settings import Setting, parse_bool, parse_float, parse_int, parse_str
 
 __all__ = ["DEFAULT_PORT", "STATIC_SETTINGS", "StaticRendezvousHandler",
@@ -477,15 +477,7 @@ def _is_this_machine(host: str) -> bool:
                                                               type=socket.SOCK_STREAM)}
     except OSError:
         return True
-    for addr in addresses:
-        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.bind((addr, 0))
-                return True
-        except OSError:
-            continue
-    return False
+    return bindable_here(addresses)
 
 
 def _tcpstore() -> Any:

@@ -42,6 +42,7 @@ from pliant.plugin import (
     Setting,
     Timeouts,
     UsageError,
+    bindable_here,
     hookimpl,
     parse_bool,
     parse_conf,
@@ -209,19 +210,6 @@ def _resolve(host: str, endpoint: str) -> list[str]:
             "check the name, or give an IP address") from None
 
 
-def _is_local(addresses: list[str]) -> bool:
-    """Whether one of the addresses belongs to this machine (it can be bound here)."""
-    for addr in addresses:
-        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.bind((addr, 0))
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _is_loopback(addresses: list[str]) -> bool:
     return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
@@ -290,7 +278,7 @@ def open_store(endpoint: str, timeout: float, is_host: bool | None,
     host, port = parse_endpoint(endpoint)
     addresses = _resolve(host, endpoint)
     if is_host is None:
-        is_host = _is_local(addresses)
+        is_host = bindable_here(addresses)
     if is_host:
         try:
             server = _start_server(host, _listen_on(host, addresses, listen_addr), port,
