@@ -110,19 +110,44 @@ class Agent:
         return f"Agent({self.name!r}, pid={self.pid}, returncode={self.returncode})"
 
 
-def standby_pids(agent_pid: int) -> list[int]:
-    """The agent's children started as warm standbys (handed a worker or not)."""
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (an agent's workers and standbys)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def standby_pids(agent_pid: int) -> list[int]:
+    """The agent's children started as warm standbys (handed a worker or not)."""
+    found = []
+    for pid in children(agent_pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read()
         except OSError:
             continue
-        if ppid == agent_pid and b"pliant._bootstrap import standby" in cmdline:
-            found.append(int(entry))
+        if b"pliant._bootstrap import standby" in cmdline:
+            found.append(pid)
     return found
+
+
+def gated_worker(tmp_path: Path, worker: str) -> tuple[str, Path]:
+    """A script that runs ``worker``, then waits for a "gate" file before exiting 0: the
+    script and the gate. A test looks at the running job, then creates the gate."""
+    gate = tmp_path / "gate"
+    script = tmp_path / "gated_worker.py"
+    script.write_text(
+        "import os, runpy, time\n"
+        f"runpy.run_path({worker!r}, run_name='__main__')\n"
+        f"while not os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.05)\n")
+    return str(script), gate

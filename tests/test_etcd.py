@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from pliant_e2e import Agent, pid_alive, run_pliant, wait_for, without_own_lines
+from pliant_e2e import Agent, gated_worker, pid_alive, run_pliant, wait_for, without_own_lines
 from pliant_etcd.testing import EtcdCluster
 from test_multinode import (
     FAST,
@@ -117,14 +117,7 @@ def gated(tmp_path: Path) -> tuple[str, Path]:
     """A worker that does what workers/node_worker.py does, then waits for the gate file
     before exiting 0; returns the script and the gate. The test looks at the running job,
     then creates the gate."""
-    gate = tmp_path / "gate"
-    script = tmp_path / "gated_worker.py"
-    script.write_text(
-        "import os, runpy, time\n"
-        f"runpy.run_path({WORKER!r}, run_name='__main__')\n"
-        f"while not os.path.exists({str(gate)!r}):\n"
-        "    time.sleep(0.05)\n")
-    return str(script), gate
+    return gated_worker(tmp_path, WORKER)
 
 
 # -- forming and finishing a job ------------------------------------------------------------

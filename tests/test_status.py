@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pliant_e2e import Agent, free_port, run_pliant, wait_for
+from pliant_e2e import Agent, free_port, gated_worker, run_pliant, wait_for
 from pliant_etcd.testing import EtcdCluster
 from test_multinode import FAST, WORKER, describe, exit_codes, new_run_id, records
 
@@ -33,15 +33,10 @@ def etcd() -> Iterator[EtcdCluster]:
 @pytest.fixture
 def job(tmp_path: Path, out: Path) -> dict[str, Any]:
     """The worker script, its gate, the file that makes rank 1 fail, and their environment."""
-    gate, fail = tmp_path / "gate", tmp_path / "fail"
-    script = tmp_path / "gated_worker.py"
-    script.write_text(
-        "import os, runpy, time\n"
-        f"runpy.run_path({WORKER!r}, run_name='__main__')\n"
-        f"while not os.path.exists({str(gate)!r}):\n"
-        "    time.sleep(0.05)\n")
+    script, gate = gated_worker(tmp_path, WORKER)
+    fail = tmp_path / "fail"
     env = {"OUT_DIR": str(out), "FAIL_RANK": "1", "FAIL_AFTER": str(fail)}
-    return {"script": str(script), "gate": gate, "fail": fail, "env": env}
+    return {"script": script, "gate": gate, "fail": fail, "env": env}
 
 
 def status(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

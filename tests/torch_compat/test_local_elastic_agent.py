@@ -41,7 +41,7 @@ from pliant.agent.health import HEALTH_CHECK_PORT_ENV as TORCHELASTIC_HEALTH_CHE
 from pliant.rendezvous import RendezvousParameters, create_handler
 from pliant.rendezvous.embedded import EmbeddedRendezvousHandler
 from pliant.timer import TIMER_FILE_ENV as TORCHELASTIC_TIMER_FILE
-from pliant_e2e import free_port, pid_alive, wait_for
+from pliant_e2e import children, free_port, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -214,22 +214,6 @@ def run_job(job: Job, node_configs: list[Conf], exit_barrier_timeout: float = 5,
         if found is not None:
             results.setdefault(found[0], []).append(found[1])
     return results
-
-
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid`` (an agent's workers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def wait_for_workers(agent: AgentProcess, job: Job, count: int = NPROC) -> None:
